@@ -1,0 +1,109 @@
+"""The ``cqa`` command line: run the study, validate data, score a benchmark.
+
+Copy-paste examples::
+
+    cqa run --config configs/default.yaml                 # the whole study (make reproduce)
+    cqa run --config smoke --run try1 --only 02-03        # a slice of the pipeline
+    cqa run --config smoke --set train.epochs=1 --force   # override any key, redo finished stages
+    cqa validate data/                                    # schema + leakage checks (CI runs this)
+    cqa score --benchmark my_items.jsonl --out scored/    # ΔI for your own items, base model
+    cqa score --benchmark my_items.jsonl --adapter results/default/02_finetune/epoch-5 --out scored5/
+    cqa config --show smoke                               # the resolved config
+    cqa config --keys                                     # every key, its default and meaning
+    cqa build-model                                       # convert + verify the embedded model
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import yaml
+
+
+def _parse_set(values: list[str]) -> dict:
+    overrides = {}
+    for item in values:
+        key, eq, raw = item.partition("=")
+        if not eq:
+            raise ValueError(f"--set {item!r} must look like section.key=value")
+        overrides[key] = yaml.safe_load(raw)
+    return overrides
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cqa", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="execute the notebooks in order with papermill")
+    run.add_argument("--config", default="default", help="config name or YAML path")
+    run.add_argument("--run", dest="run_name", help="run name (results/<run>/); default from the config")
+    run.add_argument("--only", help="one stage (03) or a range (02-04)")
+    run.add_argument("--force", action="store_true", help="redo stages that already finished")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+
+    validate = sub.add_parser("validate", help="check annotations and benchmark files (schema, ids, leakage)")
+    validate.add_argument("path", nargs="?", default="data", help="data folder (default: data)")
+
+    score = sub.add_parser("score", help="ΔI for every item of a benchmark file")
+    score.add_argument("--benchmark", required=True, help="JSONL in the project's benchmark schema")
+    score.add_argument("--config", default="default", help="config name or YAML path")
+    score.add_argument("--adapter", help="peft adapter folder (default: the base model, epoch 0)")
+    score.add_argument("--out", required=True, help="output folder for scores.csv, pairs.jsonl, tokens.npz")
+    score.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+
+    config = sub.add_parser("config", help="show a resolved config or list every key")
+    config.add_argument("--show", metavar="CONFIG", help="print the resolved config")
+    config.add_argument("--keys", action="store_true", help="list every key with default and help")
+
+    sub.add_parser("build-model", help="convert the embedded GGUF model into the cache and verify it")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"cqa {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args) -> int:
+    if args.command == "run":
+        from .pipeline import run_pipeline
+
+        results = run_pipeline(args.config, args.run_name, args.only, args.force, _parse_set(args.set))
+        print(f"\nfinished {len(results)} notebook(s): " + ", ".join(r.executed.name for r in results))
+    elif args.command == "validate":
+        from .data import validate_data_dir
+
+        for path, count in validate_data_dir(args.path).items():
+            print(f"ok  {count:4d} records  {path}")
+        print("no leakage between benchmark and annotations")
+    elif args.command == "score":
+        from .config import load_config
+        from .extraction import score_benchmark_file
+
+        cfg = load_config(args.config, _parse_set(args.set))
+        for path in score_benchmark_file(cfg, args.benchmark, args.out, adapter=args.adapter):
+            print(f"wrote {path}")
+    elif args.command == "config":
+        from .config import describe_options, load_config
+
+        if args.keys:
+            print(describe_options())
+        if args.show:
+            print(yaml.safe_dump(load_config(args.show).to_dict(), sort_keys=False))
+    elif args.command == "build-model":
+        import json
+
+        from .models import build_embedded_model, model_cache_status
+
+        build_embedded_model()
+        print(json.dumps(model_cache_status(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

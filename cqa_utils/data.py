@@ -1,0 +1,285 @@
+"""Schemas and loaders for the project's own data: CoT annotations and the benchmark.
+
+Every problem in a file is reported with file, line and field (malformed JSON, missing,
+extra, empty or mistyped fields, unknown labels, duplicate ids), all at once, before
+anything is used. ``cqa validate data/`` runs the same checks plus the leakage check.
+Used by notebooks 01–03 and by the ``cqa validate`` and ``cqa score`` commands.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+CONSTRAINT_TYPES = ("intent", "audience", "reality")
+COT_TYPES = (*CONSTRAINT_TYPES, "craft")
+VERDICTS = ("works", "partly", "fails")
+GENRES = ("realist_fiction", "genre_fiction", "poetry", "drama", "childrens", "literary_nonfiction")
+GROUPS = ("literary", "factual")
+LEAKAGE_NGRAM = 8
+
+
+class DataError(ValueError):
+    """One or more problems in a data file, each as ``file:line: field: message``."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
+        super().__init__(f"{len(problems)} problem(s):\n  " + "\n  ".join(shown))
+
+
+@dataclass(frozen=True)
+class Constraints:
+    intent: str
+    audience: str
+    reality: str
+
+
+@dataclass(frozen=True)
+class CotStep:
+    type: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Judgment:
+    verdict: str
+    summary: str
+
+
+@dataclass(frozen=True)
+class Annotation:
+    id: str
+    lang: str
+    genre: str
+    context: str
+    constraints: Constraints
+    passage: str
+    cot: tuple[CotStep, ...]
+    judgment: Judgment
+
+
+@dataclass(frozen=True)
+class BenchmarkItem:
+    id: str
+    group: str
+    lang: str
+    context: str
+    constraints: Constraints
+    x: str
+    x_degraded: str | None = None
+    degraded_breaks: str | None = None
+    pair_id: str | None = None
+
+
+class _Checker:
+    """Collects problems for one record so a file reports everything in one go."""
+
+    def __init__(self, where: str, problems: list[str]):
+        self.where, self.problems = where, problems
+
+    def fail(self, field: str, message: str) -> None:
+        self.problems.append(f"{self.where}: {field}: {message}")
+
+    def keys(self, obj: dict, required: tuple, optional: tuple = (), prefix: str = "") -> bool:
+        ok = True
+        for key in required:
+            if key not in obj:
+                self.fail(prefix + key, "missing required field")
+                ok = False
+        for key in obj:
+            if key not in required and key not in optional:
+                self.fail(prefix + key, f"unknown field; allowed: {sorted(required + optional)}")
+                ok = False
+        return ok
+
+    def text(self, obj: dict, key: str, prefix: str = "", allow_empty: bool = False) -> str:
+        value = obj.get(key)
+        if not isinstance(value, str):
+            self.fail(prefix + key, f"must be a string, got {type(value).__name__}")
+            return ""
+        if not allow_empty and not value.strip():
+            self.fail(prefix + key, "is empty or whitespace only")
+        return value
+
+    def choice(self, obj: dict, key: str, allowed: tuple, prefix: str = "") -> str:
+        value = self.text(obj, key, prefix)
+        if value and value not in allowed:
+            self.fail(prefix + key, f"{value!r} is not one of {list(allowed)}")
+        return value
+
+    def mapping(self, obj: dict, key: str) -> dict:
+        value = obj.get(key)
+        if not isinstance(value, dict):
+            self.fail(key, f"must be an object, got {type(value).__name__}")
+            return {}
+        return value
+
+
+def read_jsonl(path: Path) -> list[tuple[int, dict]]:
+    """(line number, object) pairs; blank lines skipped; every bad line reported."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    rows, problems = [], []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                problems.append(f"{path}:{number}: (line): malformed JSON: {err.msg} at column {err.colno}")
+                continue
+            if not isinstance(obj, dict):
+                problems.append(f"{path}:{number}: (line): must be a JSON object, got {type(obj).__name__}")
+                continue
+            rows.append((number, obj))
+    if problems:
+        raise DataError(problems)
+    if not rows:
+        raise DataError([f"{path}: (file): contains no records"])
+    return rows
+
+
+def _constraints(check: _Checker, obj: dict) -> Constraints:
+    raw = check.mapping(obj, "constraints")
+    if raw:
+        check.keys(raw, CONSTRAINT_TYPES, prefix="constraints.")
+    return Constraints(*(check.text(raw, k, "constraints.") if raw else "" for k in CONSTRAINT_TYPES))
+
+
+def _parse_annotation(check: _Checker, obj: dict) -> Annotation:
+    check.keys(obj, ("id", "lang", "genre", "context", "constraints", "passage", "cot", "judgment"))
+    steps = obj.get("cot")
+    parsed_steps = []
+    if not isinstance(steps, list) or not steps:
+        check.fail("cot", "must be a non-empty list of {type, text} steps")
+        steps = []
+    for index, step in enumerate(steps):
+        prefix = f"cot[{index}]."
+        if not isinstance(step, dict):
+            check.fail(f"cot[{index}]", "must be an object {type, text}")
+            continue
+        check.keys(step, ("type", "text"), prefix=prefix)
+        parsed_steps.append(CotStep(check.choice(step, "type", COT_TYPES, prefix), check.text(step, "text", prefix)))
+    present = {s.type for s in parsed_steps}
+    for needed in COT_TYPES:
+        if parsed_steps and needed not in present:
+            check.fail("cot", f"has no {needed!r} step; every CoT reasons about {list(COT_TYPES)}")
+    judgment = check.mapping(obj, "judgment")
+    if judgment:
+        check.keys(judgment, ("verdict", "summary"), prefix="judgment.")
+    return Annotation(
+        id=check.text(obj, "id"), lang=check.text(obj, "lang"), genre=check.choice(obj, "genre", GENRES),
+        context=check.text(obj, "context", allow_empty=True), constraints=_constraints(check, obj),
+        passage=check.text(obj, "passage"), cot=tuple(parsed_steps),
+        judgment=Judgment(check.choice(judgment, "verdict", VERDICTS, "judgment.") if judgment else "",
+                          check.text(judgment, "summary", "judgment.") if judgment else ""),
+    )
+
+
+def _parse_benchmark_item(check: _Checker, obj: dict) -> BenchmarkItem:
+    check.keys(obj, ("id", "group", "lang", "context", "constraints", "x"),
+               optional=("x_degraded", "degraded_breaks", "pair_id"))
+    group = check.choice(obj, "group", GROUPS)
+    has_degraded = "x_degraded" in obj or "degraded_breaks" in obj
+    if has_degraded and group == "factual":
+        check.fail("x_degraded", "only literary items carry a degraded version")
+    if has_degraded and not ("x_degraded" in obj and "degraded_breaks" in obj):
+        check.fail("degraded_breaks" if "x_degraded" in obj else "x_degraded",
+                   "x_degraded and degraded_breaks come together")
+    return BenchmarkItem(
+        id=check.text(obj, "id"), group=group, lang=check.text(obj, "lang"),
+        context=check.text(obj, "context", allow_empty=True), constraints=_constraints(check, obj),
+        x=check.text(obj, "x"),
+        x_degraded=check.text(obj, "x_degraded") if "x_degraded" in obj else None,
+        degraded_breaks=check.choice(obj, "degraded_breaks", CONSTRAINT_TYPES) if "degraded_breaks" in obj else None,
+        pair_id=check.text(obj, "pair_id") if "pair_id" in obj else None,
+    )
+
+
+def _load(path: Path, parse) -> list:
+    path = Path(path)
+    problems: list[str] = []
+    records, first_line = [], {}
+    for number, obj in read_jsonl(path):
+        check = _Checker(f"{path}:{number}", problems)
+        record = parse(check, obj)
+        if record.id in first_line:
+            check.fail("id", f"duplicate id {record.id!r} (first on line {first_line[record.id]})")
+        elif record.id:
+            first_line[record.id] = number
+        records.append(record)
+    if problems:
+        raise DataError(problems)
+    return records
+
+
+def load_annotations(path: Path) -> list[Annotation]:
+    """Load and validate the CoT annotations; raises DataError listing every problem."""
+    return _load(path, _parse_annotation)
+
+
+def load_benchmark(path: Path) -> list[BenchmarkItem]:
+    """Load and validate a benchmark file in the project's schema."""
+    return _load(path, _parse_benchmark_item)
+
+
+# --- leakage ---------------------------------------------------------------------------
+
+def normalized_words(text: str) -> list[str]:
+    """Lower-case words with punctuation stripped: what overlap is measured on."""
+    return re.findall(r"[a-z0-9]+(?:'[a-z]+)?", text.lower().replace("’", "'"))
+
+
+def ngrams(text: str, n: int = LEAKAGE_NGRAM) -> set[tuple[str, ...]]:
+    words = normalized_words(text)
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def leakage(annotations: list[Annotation], benchmark: list[BenchmarkItem], n: int = LEAKAGE_NGRAM) -> list[str]:
+    """Benchmark texts sharing any normalized n-gram with an annotation's passage, context or CoT."""
+    seen: dict[tuple[str, ...], str] = {}
+    for ann in annotations:
+        for text in (ann.passage, ann.context, *(s.text for s in ann.cot)):
+            for gram in ngrams(text, n):
+                seen.setdefault(gram, ann.id)
+    problems = []
+    for item in benchmark:
+        for field in ("x", "x_degraded"):
+            text = getattr(item, field)
+            hits = [g for g in ngrams(text or "", n) if g in seen]
+            if hits:
+                problems.append(
+                    f"benchmark item {item.id}: {field}: shares {len(hits)} {n}-gram(s) with annotation "
+                    f"{seen[hits[0]]}, e.g. {' '.join(hits[0])!r}"
+                )
+    return problems
+
+
+def validate_data_dir(root: Path) -> dict:
+    """Validate every annotation and benchmark file under ``root`` and check leakage.
+
+    Returns counts per file; raises DataError listing every problem found.
+    """
+    root = Path(root)
+    annotation_files = sorted((root / "annotations").glob("*.jsonl"))
+    benchmark_files = sorted((root / "benchmark").glob("*.jsonl"))
+    if not annotation_files and not benchmark_files:
+        raise FileNotFoundError(f"{root}: no annotations/*.jsonl or benchmark/*.jsonl found")
+    problems, counts, annotations, items = [], {}, [], []
+    for path, loader, bucket in [(p, load_annotations, annotations) for p in annotation_files] + \
+                                [(p, load_benchmark, items) for p in benchmark_files]:
+        try:
+            records = loader(path)
+        except DataError as err:
+            problems.extend(err.problems)
+            continue
+        bucket.extend(records)
+        counts[str(path)] = len(records)
+    problems.extend(leakage(annotations, items))
+    if problems:
+        raise DataError(problems)
+    return counts

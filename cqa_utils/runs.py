@@ -1,0 +1,231 @@
+"""The run layout: ``results/<run>/NN_stage/``, atomic writes and DONE markers.
+
+Stages talk only through files. Each stage directory holds the resolved ``config.yaml``,
+an ``environment.json`` (versions, device, seeds, git commit) and a ``DONE`` marker
+written last, so a crashed stage is never trusted by the next one. Every notebook
+(00–05) opens its stage through :func:`open_stage`.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Iterator
+
+import yaml
+
+from .config import PROJECT_ROOT, Config
+
+STAGES = {
+    "00": "00_environment",
+    "01": "01_data_audit",
+    "02": "02_finetune",
+    "03": "03_logprobs",
+    "04": "04_stats",
+    "05": "05_figures",
+}
+TRACKED_PACKAGES = (
+    "torch", "transformers", "peft", "accelerate", "bitsandbytes", "datasets", "safetensors",
+    "gguf", "papermill", "scipy", "pandas", "numpy", "seaborn", "matplotlib", "scikit-learn",
+)
+
+
+def run_dir(cfg: Config) -> Path:
+    """``<results_dir>/<run.name>``; the run name is validated in RunConfig."""
+    return cfg.resolve_path(cfg.run.results_dir) / cfg.run.name
+
+
+def inside(base: Path, relative: str | Path) -> Path:
+    """Join and refuse any path that would land outside ``base`` (``..``, absolute paths)."""
+    base = base.resolve()
+    target = (base / relative).resolve()
+    if target != base and base not in target.parents:
+        raise ValueError(f"path {str(relative)!r} escapes {base}; results are written inside the run only")
+    return target
+
+
+# --- atomic writes ---------------------------------------------------------------------
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; rename it into place only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(path: Path, obj) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    return write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def write_csv(path: Path, frame) -> Path:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+    return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """Build a directory under a temp name and swap it in whole (adapters, model caches)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+# --- environment record ----------------------------------------------------------------
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def package_versions(names=TRACKED_PACKAGES) -> dict[str, str | None]:
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def environment_record(cfg: Config, extra: dict | None = None) -> dict:
+    """What a reader needs to trust or re-run a number: versions, machine, seeds, commit."""
+    record = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "packages": package_versions(),
+        "git_commit": git_commit(),
+        "seeds": {"run": cfg.run.seed, "stats": cfg.stats.seed},
+    }
+    if "torch" in sys.modules:
+        import torch
+
+        record["torch_threads"] = torch.get_num_threads()
+        record["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+        record["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    record.update(extra or {})
+    return record
+
+
+# --- stages ----------------------------------------------------------------------------
+
+def stage_dir(cfg: Config, stage: str) -> Path:
+    """``results/<run>/<NN_stage>`` for a stage key like ``"03"`` or a full name."""
+    name = STAGES.get(stage, stage)
+    if name not in STAGES.values():
+        raise ValueError(f"unknown stage {stage!r}; stages: {list(STAGES.values())}")
+    return run_dir(cfg) / name
+
+
+def is_done(path: Path) -> bool:
+    return (Path(path) / "DONE").is_file()
+
+
+def require_done(cfg: Config, stage: str) -> Path:
+    """The directory of an earlier stage, or a clear error telling what to run first."""
+    path = stage_dir(cfg, stage)
+    if not is_done(path):
+        state = "is incomplete (no DONE marker: it crashed or is still running)" if path.exists() else "does not exist"
+        raise FileNotFoundError(
+            f"{path} {state}. Run that stage first: cqa run --config <config> --run {cfg.run.name} "
+            f"--only {path.name[:2]}"
+        )
+    return path
+
+
+@dataclass
+class Stage:
+    """An open stage directory; call :meth:`finish` once every output is written."""
+
+    cfg: Config
+    path: Path
+    skipped: bool
+
+    def file(self, relative: str) -> Path:
+        return inside(self.path, relative)
+
+    def finish(self, outputs: list[Path], summary: dict | None = None) -> list[Path]:
+        """Write the DONE marker last, listing the outputs (relative) and a small summary."""
+        rel = sorted(str(Path(p).resolve().relative_to(self.path.resolve())) for p in outputs)
+        write_json(self.path / "DONE", {
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "outputs": rel,
+            "summary": summary or {},
+        })
+        return [Path(p) for p in outputs]
+
+    def outputs(self) -> list[Path]:
+        done = json.loads((self.path / "DONE").read_text(encoding="utf-8"))
+        return [self.path / p for p in done["outputs"]]
+
+
+def open_stage(cfg: Config, stage: str, force: bool = False, extra_env: dict | None = None) -> Stage:
+    """Open a stage: a finished one is skipped unless forced; an unfinished one is redone.
+
+    Writes ``config.yaml`` and ``environment.json`` up front, so a crash still leaves a
+    record of what was attempted (but no DONE marker).
+    """
+    path = stage_dir(cfg, stage)
+    if is_done(path) and not force:
+        print(f"[{path.name}] already done ({path}); pass force=True to redo it")
+        return Stage(cfg, path, skipped=True)
+    if is_done(path):
+        (path / "DONE").unlink()
+    path.mkdir(parents=True, exist_ok=True)
+    write_text(path / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    write_json(path / "environment.json", environment_record(cfg, extra_env))
+    return Stage(cfg, path, skipped=False)
+
+
+def saved_config(path: Path) -> dict:
+    """The resolved config a stage was run with."""
+    return yaml.safe_load((Path(path) / "config.yaml").read_text(encoding="utf-8"))

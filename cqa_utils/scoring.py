@@ -1,0 +1,153 @@
+"""Exact log-probabilities of a continuation given a prefix.
+
+Requests flow as records → length-sorted batches → results in input order, the way
+lm-evaluation-harness does it. Every sequence is ``[start token] + prefix + continuation``:
+the start token (the tokenizer's BOS, else EOS, or ``model.start_token``) is what an
+empty prefix conditions the continuation's first token on. Prefix and continuation are
+tokenized separately and concatenated, so the continuation's tokens are identical
+whatever the prefix; trailing spaces of the prefix move into the continuation (a
+trailing newline stays: byte-level BPE never merges it with the next word). Log-softmax
+runs in float32 on right-padded batches under ``torch.inference_mode``; results do not
+depend on batch size or order (tested). Used by notebooks 00 and 03 and ``cqa score``.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """One (prefix, continuation) pair to score; ``key`` identifies it in the results."""
+
+    key: str
+    prefix: str
+    continuation: str
+
+
+@dataclass(frozen=True)
+class TokenScores:
+    """Per-token log-probs of a continuation (nats, float32 computed, float64 stored)."""
+
+    key: str
+    token_ids: np.ndarray  # [n_tokens] int
+    logprobs: np.ndarray  # [n_tokens] float64, nats
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.token_ids.size)
+
+
+def logprob_sum(scores: TokenScores) -> float:
+    """Summed log-probability of the continuation (nats)."""
+    return float(scores.logprobs.sum())
+
+
+def logprob_mean(scores: TokenScores) -> float:
+    """Mean log-probability per continuation token (nats/token)."""
+    return float(scores.logprobs.mean())
+
+
+def delta_i(logp_cond: float, logp_uncond: float) -> float:
+    """ΔI = log P(x|y) − log P(x): the pointwise information y gives about x (nats)."""
+    return logp_cond - logp_uncond
+
+
+def start_token_id(tokenizer, start_token: str | None = None) -> int:
+    """The id every scored sequence starts with: explicit token, else BOS, else EOS."""
+    token = start_token or tokenizer.bos_token or tokenizer.eos_token
+    if token is None:
+        raise ValueError("the tokenizer has neither BOS nor EOS; set model.start_token in the config")
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    if token_id is None or token_id == tokenizer.unk_token_id:
+        raise ValueError(f"model.start_token={token!r} is not a single token of this tokenizer")
+    return int(token_id)
+
+
+def split_boundary(prefix: str, continuation: str) -> tuple[str, str]:
+    """Move the prefix's trailing spaces/tabs into the continuation (``"A: " + "B"`` → ``"A:" + " B"``)."""
+    stripped = prefix.rstrip(" \t")
+    return stripped, prefix[len(stripped):] + continuation
+
+
+def encode_request(tokenizer, request: ScoreRequest, start_id: int) -> tuple[list[int], list[int]]:
+    """(context ids incl. start token, continuation ids) for one request."""
+    prefix, cont = split_boundary(request.prefix, request.continuation)
+    if not cont:
+        raise ValueError(f"request {request.key!r}: the continuation is empty; there is nothing to score")
+    context_ids = [start_id] + tokenizer(prefix, add_special_tokens=False).input_ids
+    continuation_ids = tokenizer(cont, add_special_tokens=False).input_ids
+    return context_ids, continuation_ids
+
+
+def max_context(model) -> int | None:
+    return getattr(model.config, "max_position_embeddings", None)
+
+
+def score_requests(model, tokenizer, requests: list[ScoreRequest], *, batch_size: int = 8,
+                   start_token: str | None = None, progress: bool = True, desc: str = "scoring") -> list[TokenScores]:
+    """Per-token log-probs of each request's continuation, in the order of ``requests``.
+
+    Batches run longest first, so an out-of-memory error shows on the first batch.
+    Raises ValueError naming the request if prefix + continuation exceed the model's context.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    start_id = start_token_id(tokenizer, start_token)
+    encoded = [encode_request(tokenizer, r, start_id) for r in requests]
+    limit = max_context(model)
+    for request, (ctx, cont) in zip(requests, encoded):
+        if limit and len(ctx) + len(cont) > limit:
+            raise ValueError(f"request {request.key!r}: {len(ctx) + len(cont)} tokens exceed the model's "
+                             f"context of {limit}; shorten the text (nothing is truncated silently)")
+    order = sorted(range(len(requests)), key=lambda i: -(len(encoded[i][0]) + len(encoded[i][1])))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else start_id
+    device = next(model.parameters()).device
+    results: list[TokenScores | None] = [None] * len(requests)
+    was_training = model.training
+    model.eval()
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    with torch.inference_mode():
+        for batch in tqdm(batches, desc=desc, disable=not progress, leave=False):
+            # Inputs drop the last token: position t predicts token t+1.
+            seqs = [encoded[i][0] + encoded[i][1] for i in batch]
+            width = max(len(s) for s in seqs) - 1
+            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            attention = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, seq in enumerate(seqs):
+                input_ids[row, :len(seq) - 1] = torch.tensor(seq[:-1])
+                attention[row, :len(seq) - 1] = 1
+            logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
+            for row, index in enumerate(batch):
+                ctx, cont = encoded[index]
+                first = len(ctx) - 1  # position whose output predicts the first continuation token
+                rows = logits[row, first:first + len(cont)].float()  # [n_cont, vocab]
+                logp = torch.log_softmax(rows, dim=-1)
+                picked = logp.gather(1, torch.tensor(cont, device=logp.device).unsqueeze(1)).squeeze(1)
+                results[index] = TokenScores(requests[index].key, np.asarray(cont), picked.double().cpu().numpy())
+    model.train(was_training)
+    return results  # type: ignore[return-value]
+
+
+def sentence_vs_shuffled(model, tokenizer, sentence: str, seed: int = 0) -> dict:
+    """Mean log-prob per token of a sentence and of its words shuffled (nats/token).
+
+    A working language model scores the real sentence far higher: a quick, model-level
+    sanity check used when the embedded model is built and in notebook 00.
+    """
+    words = sentence.split()
+    shuffled = words[:]
+    random.Random(seed).shuffle(shuffled)
+    real, mixed = score_requests(model, tokenizer, [ScoreRequest("real", "", sentence),
+                                                    ScoreRequest("shuffled", "", " ".join(shuffled))],
+                                 progress=False)
+    return {
+        "sentence": sentence,
+        "shuffled": " ".join(shuffled),
+        "real_nats_per_token": round(logprob_mean(real), 4),
+        "shuffled_nats_per_token": round(logprob_mean(mixed), 4),
+        "margin_nats_per_token": round(logprob_mean(real) - logprob_mean(mixed), 4),
+    }

@@ -1,0 +1,57 @@
+"""Shared fixtures: the real embedded model (built once per session) and tiny data files."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    """(model, tokenizer) of the real embedded model in fp32 on CPU."""
+    from cqa_utils.config import ModelConfig
+    from cqa_utils.models import load_model
+
+    return load_model(ModelConfig(device="cpu"))
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def annotation(i: int = 1, **changes) -> dict:
+    record = {
+        "id": f"t-{i:03d}", "lang": "en", "genre": "poetry",
+        "context": "A poem about a kitchen at dawn.",
+        "constraints": {"intent": "make waiting feel physical", "audience": "adult readers of short lyric poems",
+                        "reality": "a gas stove takes minutes to boil a kettle"},
+        "passage": f"The kettle ticks as it warms number {i}, and the window fogs from the edges inward.",
+        "cot": [
+            {"type": "intent", "text": "The waiting is carried by \"the kettle ticks\" rather than named."},
+            {"type": "audience", "text": "A reader of lyric poems will feel the pause without being told."},
+            {"type": "reality", "text": "Fog spreading \"from the edges inward\" matches how warm air meets glass."},
+            {"type": "craft", "text": "Two clauses, one for sound and one for sight, keep the line balanced."},
+        ],
+        "judgment": {"verdict": "works", "summary": "Small physical signs hold the wait."},
+    }
+    record.update(changes)
+    return record
+
+
+def benchmark_item(i: int = 1, group: str = "literary", **changes) -> dict:
+    record = {
+        "id": f"{group[:3]}-{i:02d}", "group": group, "lang": "en",
+        "context": "Opening of a story about a ferry crossing.",
+        "constraints": {"intent": "show the crossing's calm", "audience": "general adult readers",
+                        "reality": "a diesel river ferry at dusk"},
+        "x": f"The ferry nosed out into the brown water while gulls {i} kept pace beside the rail.",
+    }
+    if group == "literary":
+        record.update(x_degraded="The ferry flew up over the brown water while gulls kept pace beside the rail.",
+                      degraded_breaks="reality")
+    record.update(changes)
+    return record
