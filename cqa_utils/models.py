@@ -60,13 +60,15 @@ def build_embedded_model(force: bool = False) -> Path:
     if (target / "verified.json").is_file() and not force:
         return target
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     gguf = _gguf_file()
     started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    plain = LlamaForCausalLM(loaded.config)
+    settings = loaded.config.to_dict()
+    settings.pop("quantization_config", None)  # the GGUF marker would make the copy untrainable
+    plain = LlamaForCausalLM(LlamaConfig.from_dict(settings))
     missing, unexpected = plain.load_state_dict(loaded.state_dict(), strict=False)
     assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
     plain.tie_weights()

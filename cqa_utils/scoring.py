@@ -61,7 +61,7 @@ def start_token_id(tokenizer, start_token: str | None = None) -> int:
     if token is None:
         raise ValueError("the tokenizer has neither BOS nor EOS; set model.start_token in the config")
     token_id = tokenizer.convert_tokens_to_ids(token)
-    if token_id is None or token_id == tokenizer.unk_token_id:
+    if token_id is None or tokenizer.convert_ids_to_tokens(token_id) != token:
         raise ValueError(f"model.start_token={token!r} is not a single token of this tokenizer")
     return int(token_id)
 

@@ -1,0 +1,244 @@
+"""Craft / audience / reality audit of public alignment data (paper finding 2).
+
+Driven by notebook 01_data_audit.ipynb. Reads the public datasets (``audit_sources``),
+``data/audit/taxonomy.yaml`` and the hand labels ``data/audit/labels.jsonl``; writes
+nothing itself (the notebook saves the frames it returns). Two classifiers label each
+record craft/audience/reality: a transparent cue-regex one (``classify_rules``) and a
+TF-IDF + logistic-regression one trained on the hand labels (``classify_learned``).
+Both are scored against the hand labels (``agreement``), the learned one only out of fold.
+"""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+from .audit_sources import (SOURCES, creative_rule, creative_slice, default_local_root,  # noqa: F401
+                            draw_label_sample, load_all, load_source, read_jsonl, slice_sizes)
+
+LABELS = ("craft", "audience", "reality")
+DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "audit"
+LABEL_KEYS = ("dataset", "record_id", "instruction_excerpt", *LABELS, "rationale")
+COT_TYPES = ("intent", "audience", "reality", "craft")
+
+
+def load_taxonomy(path: Path | None = None) -> dict:
+    """The taxonomy YAML with every cue compiled; a bad entry names the label and cue."""
+    import yaml
+    path = Path(path) if path is not None else DATA_DIR / "taxonomy.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: taxonomy not found; it ships in data/audit/")
+    tax = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    labels = tax.get("labels") or {}
+    missing = [k for k in LABELS if k not in labels]
+    if missing:
+        raise ValueError(f"{path}: labels {missing} missing; need {list(LABELS)}")
+    for name in LABELS:
+        entry = labels[name]
+        if not entry.get("definition") or not entry.get("cues"):
+            raise ValueError(f"{path}: label {name!r} needs 'definition' and 'cues'")
+        for cue in entry["cues"]:
+            if cue.get("scope", "any") not in ("any", "instruction"):
+                raise ValueError(f"{path}: {name}.{cue.get('id')}: scope must be "
+                                 f"'any' or 'instruction', got {cue.get('scope')!r}")
+            try:
+                cue["regex"] = re.compile(cue["pattern"], re.I)
+            except (KeyError, re.error) as err:
+                raise ValueError(f"{path}: {name}.{cue.get('id')}: bad pattern ({err})") from None
+    return tax
+
+
+def classify_rules(df, taxonomy: dict, fields=("instruction", "response")):
+    """Multi-label cue classifier; every decision is traceable to the cue that fired.
+
+    Args:
+        df: frame with the ``fields`` columns (e.g. from ``load_source``).
+        taxonomy: ``load_taxonomy()``; cues with scope "instruction" read only fields[0].
+    Returns:
+        DataFrame on df's index: dataset, record_id (when present), craft/audience/reality
+        as 0/1, and <label>_cues such as "fixed_form:haiku; genre:horror" ("" if none).
+    """
+    import pandas as pd
+    out = {k: df[k] for k in ("dataset", "record_id") if k in df}
+    first = df[fields[0]].fillna("").astype(str)
+    every = df[list(fields)].fillna("").astype(str).agg("\n\n".join, axis=1)
+    for name in LABELS:
+        hits = []
+        for head, full in zip(first, every):
+            fired = []
+            for cue in taxonomy["labels"][name]["cues"]:
+                m = cue["regex"].search(head if cue.get("scope") == "instruction" else full)
+                if m:
+                    fired.append(f"{cue['id']}:{m.group(0).lower()}")
+            hits.append("; ".join(fired))
+        out[name] = [int(bool(h)) for h in hits]
+        out[f"{name}_cues"] = hits
+    return pd.DataFrame(out, index=df.index)
+
+
+def load_labels(path: Path | None = None):
+    """The hand labels; a missing key or a non-0/1 label names the file and line."""
+    import pandas as pd
+    path = Path(path) if path is not None else DATA_DIR / "labels.jsonl"
+    rows = read_jsonl(path)
+    for rec in rows:
+        where = f"{path}:{rec['_line']}"
+        missing = [k for k in LABEL_KEYS if k not in rec]
+        if missing:
+            raise ValueError(f"{where}: missing field(s) {missing}")
+        for k in LABELS:
+            if rec[k] not in (0, 1):
+                raise ValueError(f"{where}: field {k!r} must be 0 or 1, got {rec[k]!r}")
+        rec["record_id"] = str(rec["record_id"])
+    return pd.DataFrame(rows).drop(columns="_line")
+
+
+def attach_text(labels, local_root: Path | None = None):
+    """Hand labels joined to their records' full instruction/response/category.
+
+    Raises ValueError listing labels whose (dataset, record_id) does not resolve, or whose
+    stored excerpt no longer matches the record (the source changed under the labels).
+    """
+    frames = {d: load_source(d, local_root=local_root) for d in labels["dataset"].unique()}
+    import pandas as pd
+    text = pd.concat(frames.values(), ignore_index=True)[
+        ["dataset", "record_id", "instruction", "response", "category"]]
+    out = labels.merge(text, on=["dataset", "record_id"], how="left", validate="1:1")
+    bad = out[out.instruction.isna()]
+    if len(bad):
+        raise ValueError(f"labels not found in their source: "
+                         f"{list(zip(bad.dataset, bad.record_id))[:10]}")
+    drift = out[[not i.startswith(e) for i, e in zip(out.instruction, out.instruction_excerpt)]]
+    if len(drift):
+        raise ValueError(f"label excerpts no longer match: "
+                         f"{list(zip(drift.dataset, drift.record_id))[:10]}")
+    return out.set_index(labels.index)
+
+
+def _texts(df) -> list[str]:
+    return (df["instruction"].fillna("") + "\n\n" + df["response"].fillna("")).tolist()
+
+
+def _learned_model(seed: int = 0):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.pipeline import make_pipeline
+    return make_pipeline(
+        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2, max_features=50_000),
+        OneVsRestClassifier(LogisticRegression(class_weight="balanced", max_iter=2000,
+                                               random_state=seed)))
+
+
+def classify_learned(train_labels, df, seed: int = 0):
+    """TF-IDF (1-2 grams) + one-vs-rest logistic regression fitted on hand labels.
+
+    Args:
+        train_labels: hand labels with text (``attach_text``), columns LABELS as 0/1.
+        df: records to label (instruction, response columns).
+    Returns:
+        DataFrame on df's index: craft/audience/reality as 0/1 and p_<label> in [0, 1].
+    """
+    import pandas as pd
+    for frame, name in ((train_labels, "train_labels"), (df, "df")):
+        if "instruction" not in frame:
+            raise ValueError(f"{name} has no text; pass it through attach_text() first")
+    model = _learned_model(seed).fit(_texts(train_labels), train_labels[list(LABELS)].values)
+    proba = model.predict_proba(_texts(df))  # [n_records, 3]
+    out = pd.DataFrame((proba >= 0.5).astype(int), columns=list(LABELS), index=df.index)
+    for j, name in enumerate(LABELS):
+        out[f"p_{name}"] = proba[:, j]
+    return out
+
+
+def cross_val_predict_learned(labels, folds: int = 5, seed: int = 0):
+    """Out-of-fold learned predictions, so agreement is never measured on training data."""
+    import pandas as pd
+    from sklearn.model_selection import KFold
+    parts = []
+    for train, test in KFold(folds, shuffle=True, random_state=seed).split(labels):
+        parts.append(classify_learned(labels.iloc[train], labels.iloc[test], seed=seed))
+    return pd.concat(parts).loc[labels.index]
+
+
+def agreement(gold, pred, labels=LABELS):
+    """Per-label precision, recall, F1 and Cohen's kappa of pred against gold (sklearn)."""
+    import pandas as pd
+    from sklearn.metrics import cohen_kappa_score, precision_recall_fscore_support
+    rows = []
+    for name in labels:
+        g, p = gold[name].astype(int).values, pred[name].astype(int).values
+        prec, rec, f1, _ = precision_recall_fscore_support(
+            g, p, average="binary", zero_division=0)
+        kappa = cohen_kappa_score(g, p) if len(set(g) | set(p)) > 1 else float("nan")
+        rows.append(dict(label=name, n=len(g), gold_pos=int(g.sum()), pred_pos=int(p.sum()),
+                         precision=prec, recall=rec, f1=f1, kappa=kappa))
+    return pd.DataFrame(rows)
+
+
+def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for k successes in n trials.
+
+    Closed form (Wilson 1927) with z from scipy: statsmodels is not a dependency, and the
+    Wald interval collapses to [0, 0] at k = 0, which small per-dataset samples hit often.
+    """
+    from scipy.stats import norm
+    if n <= 0:
+        return (float("nan"), float("nan"))
+    z = norm.ppf(0.5 + confidence / 2)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def type_shares(df_labelled, by: str | None = "dataset", labels=LABELS, confidence=0.95):
+    """Share of records teaching each constraint type, per group, with Wilson intervals.
+
+    Returns:
+        Long DataFrame: <by>, label, n, k, share, lo, hi (shares as fractions in [0, 1]).
+    """
+    import pandas as pd
+    groups = df_labelled.groupby(by, sort=False) if by else [("all", df_labelled)]
+    rows = []
+    for key, g in groups:
+        for name in labels:
+            k, n = int(g[name].sum()), len(g)
+            lo, hi = wilson_interval(k, n, confidence)
+            rows.append({by or "group": key, "label": name, "n": n, "k": k,
+                         "share": k / n if n else float("nan"), "lo": lo, "hi": hi})
+    return pd.DataFrame(rows)
+
+
+def load_annotations(path: Path):
+    """The project's CoT annotations in the audit's record shape (dataset "cqa_annotations").
+
+    instruction = context + passage; response = the CoT step texts + judgment summary.
+    """
+    import pandas as pd
+    path = Path(path)
+    rows = []
+    for rec in read_jsonl(path):
+        where = f"{path}:{rec['_line']}"
+        for key in ("id", "passage", "cot", "judgment"):
+            if key not in rec:
+                raise ValueError(f"{where}: missing field {key!r}")
+        steps = rec["cot"]
+        if not isinstance(steps, list) or any(
+                not isinstance(s, dict) or s.get("type") not in COT_TYPES for s in steps):
+            raise ValueError(f"{where}: field 'cot' must be a list of {{type, text}} with "
+                             f"type in {list(COT_TYPES)}")
+        summary = (rec["judgment"] or {}).get("summary", "")
+        rows.append(dict(
+            dataset="cqa_annotations", record_id=str(rec["id"]),
+            instruction="\n\n".join(x for x in (rec.get("context", ""), rec["passage"]) if x),
+            response="\n\n".join([s.get("text", "") for s in steps] + [summary]),
+            category=rec.get("genre", ""), rubric=""))
+    return pd.DataFrame(rows)
+
+
+def classify_annotations(path: Path, taxonomy: dict):
+    """The rule classifier applied to our own CoT annotations, for contrast with public data."""
+    ann = load_annotations(path)
+    return classify_rules(ann, taxonomy)
+
