@@ -99,8 +99,8 @@ def attach_text(labels, local_root: Path | None = None):
     Raises ValueError listing labels whose (dataset, record_id) does not resolve, or whose
     stored excerpt no longer matches the record (the source changed under the labels).
     """
-    frames = {d: load_source(d, local_root=local_root) for d in labels["dataset"].unique()}
     import pandas as pd
+    frames = {d: load_source(d, local_root=local_root) for d in labels["dataset"].unique()}
     text = pd.concat(frames.values(), ignore_index=True)[
         ["dataset", "record_id", "instruction", "response", "category"]]
     out = labels.merge(text, on=["dataset", "record_id"], how="left", validate="1:1")
@@ -210,10 +210,12 @@ def type_shares(df_labelled, by: str | None = "dataset", labels=LABELS, confiden
     return pd.DataFrame(rows)
 
 
-def load_annotations(path: Path):
+def annotation_records(path: Path):
     """The project's CoT annotations in the audit's record shape (dataset "cqa_annotations").
 
     instruction = context + passage; response = the CoT step texts + judgment summary.
+    A light reader on purpose (audit.py imports nothing else from cqa_utils); full schema
+    checks live in cqa_utils.data.load_annotations.
     """
     import pandas as pd
     path = Path(path)
@@ -239,6 +241,64 @@ def load_annotations(path: Path):
 
 def classify_annotations(path: Path, taxonomy: dict):
     """The rule classifier applied to our own CoT annotations, for contrast with public data."""
-    ann = load_annotations(path)
+    ann = annotation_records(path)
     return classify_rules(ann, taxonomy)
 
+
+
+def _capped(df, cap: int | None, seed: int):
+    """At most ``cap`` records per dataset, drawn with a fixed seed (smoke runs)."""
+    if not cap:
+        return df
+    shuffled = df.sample(frac=1.0, random_state=seed)
+    return shuffled.groupby("dataset", sort=False).head(cap).sort_index()
+
+
+def run_audit(cfg, force: bool = False) -> list[Path]:
+    """Stage 01: slice, classify and measure public data; returns the files written.
+
+    Writes ``results/<run>/01_data_audit/``: ``slice_sizes.csv``, ``predictions.csv``
+    (every creative record with its labels and the cues that fired), ``agreement.csv``
+    (both classifiers against the hand labels), ``shares.csv`` (headline classifier,
+    per dataset, plus our annotations) and ``shares_hand_labels.csv``.
+    """
+    import pandas as pd
+
+    from .runs import open_stage, write_csv
+
+    stage = open_stage(cfg, "01", force)
+    if stage.skipped:
+        return stage.outputs()
+    root = cfg.resolve_path(cfg.audit.local_root) if cfg.audit.source == "local" else None
+    names = list(cfg.audit.datasets) or list(SOURCES)
+    unknown = sorted(set(names) - set(SOURCES))
+    if unknown:
+        raise ValueError(f"audit.datasets: unknown {unknown}; registered: {sorted(SOURCES)}")
+    records = pd.concat([load_source(n, cfg.audit.source, root) for n in names], ignore_index=True)
+    records = _capped(records, cfg.audit.max_records_per_dataset, cfg.run.seed)
+    creative = creative_slice(records)
+    taxonomy = load_taxonomy()
+    labels = load_labels()
+    labels = attach_text(labels[labels.dataset.isin(names)].reset_index(drop=True), root)
+
+    by_rules = classify_rules(labels, taxonomy)
+    by_learned = cross_val_predict_learned(labels, seed=cfg.run.seed)
+    agree = pd.concat([agreement(labels, by_rules).assign(classifier="rules"),
+                       agreement(labels, by_learned).assign(classifier="learned (5-fold out of fold)")])
+
+    rules = classify_rules(creative, taxonomy)
+    predicted = rules if cfg.audit.classifier == "rules" else classify_learned(labels, creative, seed=cfg.run.seed)
+    predictions = pd.concat([creative[["dataset", "record_id", "slice_rule", "instruction"]],
+                             predicted.drop(columns=["dataset", "record_id"], errors="ignore")], axis=1)
+    ours = classify_annotations(cfg.resolve_path(cfg.data.annotations), taxonomy)
+    shares = pd.concat([type_shares(predictions), type_shares(ours)], ignore_index=True)
+    hand = type_shares(labels[labels.slice_rule != ""])
+    rename = {"lo": "ci_low", "hi": "ci_high"}
+    written = [
+        write_csv(stage.file("slice_sizes.csv"), slice_sizes(records, creative)),
+        write_csv(stage.file("predictions.csv"), predictions),
+        write_csv(stage.file("agreement.csv"), agree),
+        write_csv(stage.file("shares.csv"), shares.rename(columns=rename).assign(classifier=cfg.audit.classifier)),
+        write_csv(stage.file("shares_hand_labels.csv"), hand.rename(columns=rename)),
+    ]
+    return stage.finish(written, {"records": len(records), "creative": len(creative), "labels": len(labels)})

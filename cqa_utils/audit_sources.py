@@ -21,7 +21,9 @@ COLUMNS = ["dataset", "record_id", "instruction", "response", "category", "rubri
 # None (then "L<line>", 1-based line of the main file); join: a second file whose field
 # ``take`` becomes the response, matched on ``on``; creative: the dataset's own category
 # values that mean creative writing, "all" when every record is creative, or None (then
-# the instruction regex decides); hub: how to read the full data online, or None.
+# the instruction regex decides); hub: load_dataset() arguments for the full data online
+# (field overrides where the hub layout differs), or None. The hub path is not exercised
+# offline; hub schemas were taken from the dataset cards, not checked here.
 SOURCES: dict[str, dict] = {
     "self_instruct_seed_tasks": dict(
         file="self_instruct_seed_tasks/seed_tasks.jsonl", id="id",
@@ -120,6 +122,9 @@ def _get(record, spec: str | list | None) -> str:
                     nxt.append(v[int(key)])
             elif isinstance(v, dict) and key in v and v[key] is not None:
                 nxt.append(v[key])
+            elif isinstance(v, dict) and key.isdigit():  # hub rows: dict of lists
+                nxt.append({k: x[int(key)] for k, x in v.items()
+                            if isinstance(x, list) and int(key) < len(x)})
         values = nxt
     return "\n\n".join(str(v) for v in values if str(v).strip())
 

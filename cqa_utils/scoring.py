@@ -112,15 +112,16 @@ def score_requests(model, tokenizer, requests: list[ScoreRequest], *, batch_size
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     with torch.inference_mode():
         for batch in tqdm(batches, desc=desc, disable=not progress, leave=False):
-            # Inputs drop the last token: position t predicts token t+1.
+            # Position t's output predicts token t+1. The whole sequence goes in (the last
+            # token's output is unused) so a batch of one has exactly the shape of a plain call.
             seqs = [encoded[i][0] + encoded[i][1] for i in batch]
-            width = max(len(s) for s in seqs) - 1
+            width = max(len(s) for s in seqs)
             input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             attention = torch.zeros((len(batch), width), dtype=torch.long)
             for row, seq in enumerate(seqs):
-                input_ids[row, :len(seq) - 1] = torch.tensor(seq[:-1])
-                attention[row, :len(seq) - 1] = 1
-            logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
+                input_ids[row, :len(seq)] = torch.tensor(seq)
+                attention[row, :len(seq)] = 1
+            logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits  # [batch, seq, vocab]
             for row, index in enumerate(batch):
                 ctx, cont = encoded[index]
                 first = len(ctx) - 1  # position whose output predicts the first continuation token

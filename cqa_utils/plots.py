@@ -1,0 +1,420 @@
+"""One function per figure; each takes data frames (never paths) and returns a Figure.
+
+Driven by notebook 05 (figures) through :func:`cqa_utils.figures.run_figures`, which
+saves every figure with :func:`save_fig` as PNG (300 dpi) and PDF under
+``results/<run>/05_figures/``. Styling lives in :func:`set_style` only; literary and
+factual keep the same colours in every figure. Units: ΔI and Δ(ΔI) in nats (summed over
+the text's tokens) or nats/token (measure "mean"); log-probs in nats.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .runs import atomic_path
+
+GROUP_COLOURS = {"literary": "#D55E00", "factual": "#0072B2"}  # Okabe–Ito, colour-blind safe
+LABEL_COLOURS = {"craft": "#009E73", "audience": "#E69F00", "reality": "#56B4E9"}
+GROUPS = ("literary", "factual")
+OURS = "cqa_annotations"  # the audit's name for our own CoT annotations
+UNITS = {"sum": "nats", "mean": "nats/token"}
+TOKEN_CMAP = "RdBu"  # blue: more likely after fine-tuning; red: less likely
+
+
+def set_style() -> None:
+    """The one place styling is set: seaborn whitegrid, paper context, fixed palette."""
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="paper", palette=list(GROUP_COLOURS.values()),
+                  rc={"figure.dpi": 110, "axes.titlesize": 10, "axes.labelsize": 9,
+                      "legend.fontsize": 8, "legend.frameon": False})
+
+
+def save_fig(fig, name: str, out_dir: Path | str) -> list[Path]:
+    """Write ``<name>.png`` (300 dpi) and ``<name>.pdf`` atomically; returns both paths."""
+    paths = []
+    for ext in ("png", "pdf"):
+        path = Path(out_dir) / f"{name}.{ext}"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext, dpi=300, bbox_inches="tight", pad_inches=0.05)
+        paths.append(path)
+    return paths
+
+
+def _require(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{what} lacks column(s) {missing}; expected {list(columns)}")
+
+
+def _epoch_check(frame: pd.DataFrame, epoch: int, what: str) -> None:
+    have = sorted(int(e) for e in frame["epoch"].unique())
+    if int(epoch) not in have:
+        raise ValueError(f"epoch={epoch} is not in {what}; epochs there: {have}")
+
+
+def _groups(frame: pd.DataFrame) -> list[str]:
+    present = list(pd.unique(frame["group"]))
+    return [g for g in GROUPS if g in present] + [g for g in present if g not in GROUPS]
+
+
+# --- (a) data audit --------------------------------------------------------------------
+
+def fig_audit_shares(shares: pd.DataFrame):
+    """Share of records teaching craft / audience / reality, per dataset, Wilson 95 % CIs.
+
+    Args:
+        shares: 01_data_audit/shares.csv (dataset, label, n, k, share, ci_low, ci_high);
+            audit.type_shares' ``lo``/``hi`` are accepted too. Our annotations (dataset
+            "cqa_annotations") are drawn hatched, last, behind a dashed separator.
+    """
+    import matplotlib.pyplot as plt
+
+    set_style()
+    shares = shares.rename(columns={"lo": "ci_low", "hi": "ci_high"})
+    _require(shares, ["dataset", "label", "n", "share", "ci_low", "ci_high"], "shares")
+    datasets = [d for d in pd.unique(shares["dataset"]) if d != OURS]
+    datasets += [OURS] if (shares["dataset"] == OURS).any() else []
+    labels = [lab for lab in LABEL_COLOURS if lab in set(shares["label"])]
+    labels += [lab for lab in pd.unique(shares["label"]) if lab not in labels]
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(datasets) + 2), 3.4))
+    width = 0.8 / max(len(labels), 1)
+    for j, label in enumerate(labels):
+        rows = shares[shares["label"] == label].set_index("dataset").reindex(datasets)
+        x = np.arange(len(datasets)) + (j - (len(labels) - 1) / 2) * width
+        share = 100 * rows["share"].to_numpy(float)
+        err = 100 * np.vstack([rows["share"] - rows["ci_low"], rows["ci_high"] - rows["share"]])
+        bars = ax.bar(x, share, width, color=LABEL_COLOURS.get(label), label=label,
+                      edgecolor="white", linewidth=0.5)
+        ax.errorbar(x, share, yerr=np.clip(err, 0, None), fmt="none", ecolor="0.2",
+                    elinewidth=0.8, capsize=2)
+        for bar, name in zip(bars, datasets):
+            if name == OURS:
+                bar.set_hatch("///")
+                bar.set_edgecolor("0.25")
+    n = shares.groupby("dataset")["n"].first()
+    names = ["ours (CoT annotations)" if d == OURS else d for d in datasets]
+    ax.set_xticks(np.arange(len(datasets)), [f"{s}\nn={n[d]}" for s, d in zip(names, datasets)],
+                  rotation=20 if len(datasets) > 4 else 0, ha="center")
+    if OURS in datasets and len(datasets) > 1:
+        ax.axvline(len(datasets) - 1.5, color="0.4", linestyle="--", linewidth=0.8)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("records teaching the type (%)")
+    ax.set_xlabel("dataset")
+    ax.set_title("What alignment data teaches: craft vs audience vs reality (Wilson 95 % CI)")
+    ax.legend(title="constraint type", ncols=len(labels), loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+# --- (b) training ----------------------------------------------------------------------
+
+def fig_training_loss(log: pd.DataFrame):
+    """Training loss per logged step, mean loss per epoch (markers), learning rate (twin axis).
+
+    Args:
+        log: 02_finetune/train_log.csv (step, epoch, loss, lr, ...); ``epoch`` is the
+            trainer's fractional epoch, so step rows with epoch in (k−1, k] belong to k.
+    """
+    import matplotlib.pyplot as plt
+
+    set_style()
+    _require(log, ["step", "epoch", "loss", "lr"], "train_log")
+    log = log.sort_values("step")
+    fig, ax = plt.subplots(figsize=(6.0, 3.4))
+    ax.plot(log["step"], log["loss"], color="0.55", linewidth=1, label="loss per step")
+    epoch_of = np.maximum(np.ceil(log["epoch"].to_numpy(float) - 1e-9), 1).astype(int)
+    per_epoch = log.assign(k=epoch_of).groupby("k").agg(step=("step", "mean"), loss=("loss", "mean"))
+    ax.plot(per_epoch["step"], per_epoch["loss"], "o-", color="black", markersize=5,
+            label="mean loss per epoch")
+    for k, row in per_epoch.iterrows():
+        ax.annotate(f"epoch {k}", (row["step"], row["loss"]), textcoords="offset points",
+                    xytext=(0, 7), ha="center", fontsize=7)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss (nats/token)")
+    twin = ax.twinx()
+    twin.plot(log["step"], log["lr"], color="#CC79A7", linestyle="--", linewidth=1, label="learning rate")
+    twin.set_ylabel("learning rate", color="#CC79A7")
+    twin.grid(False)
+    twin.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, loc="upper right")
+    ax.set_title("QLoRA fine-tuning: training loss and learning rate")
+    fig.tight_layout()
+    return fig
+
+
+# --- (c) paired ΔI ---------------------------------------------------------------------
+
+def fig_paired_delta_i(scores: pd.DataFrame, epoch: int, measure: str = "sum"):
+    """Slopegraph: ΔI of each item (variant x) at epoch 0 and at `epoch`, one panel per group."""
+    import matplotlib.pyplot as plt
+
+    set_style()
+    col = {"sum": "delta_i", "mean": "delta_i_mean"}[measure]
+    _require(scores, ["item_id", "group", "variant", "epoch", col], "scores")
+    _epoch_check(scores, epoch, "scores")
+    rows = scores[(scores["variant"] == "x") & scores["epoch"].isin([0, epoch])]
+    groups = _groups(rows)
+    fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups) + 0.4, 3.6), squeeze=False)
+    for ax, group in zip(axes[0], groups):
+        wide = rows[rows["group"] == group].pivot(index="item_id", columns="epoch", values=col)
+        wide = wide.reindex(columns=[0, epoch]).dropna()
+        up = wide[epoch] > wide[0]
+        for item, (a, b) in wide.iterrows():
+            ax.plot([0, 1], [a, b], "o-", markersize=3, linewidth=1, alpha=0.8,
+                    color=GROUP_COLOURS.get(group, "C0") if b > a else "0.6")
+        ax.plot([0, 1], wide.mean().to_numpy(), "s-", color="black", linewidth=2.2, markersize=5,
+                label="mean")
+        ax.set_xticks([0, 1], ["base\n(epoch 0)", f"fine-tuned\n(epoch {epoch})"])
+        ax.set_xlim(-0.3, 1.3)
+        ax.set_ylabel(f"ΔI = log P(x|y) − log P(x) ({UNITS[measure]})")
+        ax.set_title(f"{group}: ΔI rose for {int(up.sum())}/{len(wide)} items")
+        ax.legend(loc="best")
+    fig.suptitle(f"ΔI per item before and after fine-tuning (epoch {epoch})", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# --- (d) Δ(ΔI) by epoch ----------------------------------------------------------------
+
+def fig_delta_delta_by_epoch(stats_table: pd.DataFrame, measure: str = "sum"):
+    """Mean Δ(ΔI) per epoch with bootstrap CI bands per group; epoch 0 is 0 by definition.
+
+    Markers: filled with * = one-sided Wilcoxon p_holm < 0.05; open = only the
+    unadjusted p < 0.05; small dot = neither.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    set_style()
+    _require(stats_table, ["group", "epoch", "measure", "mean", "ci_low", "ci_high",
+                           "p_one_sided", "p_holm"], "stats_table")
+    table = stats_table[stats_table["measure"] == measure].sort_values("epoch")
+    fig, ax = plt.subplots(figsize=(5.6, 3.6))
+    ax.axhline(0, color="0.3", linewidth=0.8)
+    for i, group in enumerate(_groups(table)):
+        sub, colour = table[table["group"] == group], GROUP_COLOURS.get(group, f"C{i}")
+        x = np.r_[0, sub["epoch"].to_numpy(float)] + (i - 0.5) * 0.06
+        mean = np.r_[0, sub["mean"].to_numpy(float)]
+        ax.fill_between(x, np.r_[0, sub["ci_low"]], np.r_[0, sub["ci_high"]], color=colour, alpha=0.18,
+                        linewidth=0)
+        ax.plot(x, mean, "-", color=colour, linewidth=1.6, label=group)
+        holm = sub["p_holm"].to_numpy(float) < 0.05
+        raw = (sub["p_one_sided"].to_numpy(float) < 0.05) & ~holm
+        xs, ms = x[1:], mean[1:]
+        ax.plot(xs[~holm & ~raw], ms[~holm & ~raw], "o", color=colour, markersize=3.5)
+        ax.plot(xs[raw], ms[raw], "o", mfc="white", mec=colour, mew=1.5, markersize=7)
+        ax.plot(xs[holm], ms[holm], "o", color=colour, markersize=7)
+        for xv, yv in zip(xs[holm], ms[holm]):
+            ax.annotate("*", (xv, yv), textcoords="offset points", xytext=(0, 5), ha="center",
+                        fontsize=12, color=colour)
+    epochs = sorted({0, *table["epoch"].astype(int)})
+    ax.set_xticks(epochs)
+    ax.set_xlabel("fine-tuning epoch")
+    ax.set_ylabel(f"mean Δ(ΔI) vs base ({UNITS[measure]})")
+    keys = [Line2D([], [], marker="o", ls="", color="0.3", markersize=7, label="* Holm p < 0.05"),
+            Line2D([], [], marker="o", ls="", mfc="white", mec="0.3", mew=1.5, markersize=7,
+                   label="unadjusted p < 0.05 only")]
+    ax.legend(handles=ax.get_legend_handles_labels()[0] + keys, loc="best")
+    ax.set_title("Δ(ΔI) by epoch (one-sided Wilcoxon; bands: bootstrap 95 % CI)")
+    fig.tight_layout()
+    return fig
+
+
+# --- (e) effect sizes ------------------------------------------------------------------
+
+def dz_interval(d: float, n: float, z: float = 1.96) -> tuple[float, float]:
+    """Approximate CI of d_z: d ± z·sqrt(1/n + d²/(2n)) (large-sample normal approx.)."""
+    if not (n and n >= 2 and math.isfinite(d)):
+        return math.nan, math.nan
+    half = z * math.sqrt(1 / n + d * d / (2 * n))
+    return d - half, d + half
+
+
+def fig_effect_sizes(stats_table: pd.DataFrame, paper: dict, epoch: int, measure: str = "sum"):
+    """Forest plot: our d_z (with approx. 95 % CI) and Hedges g at `epoch` next to the paper's d.
+
+    The CI of d_z is the large-sample approximation d ± 1.96·sqrt(1/n + d²/(2n)), not
+    an exact noncentral-t interval; at n ≈ 20 it is close enough to compare with the
+    paper. The paper reports no n for the factual group, so its point has no CI.
+    Args: paper = stats.PAPER_EPOCH5 (or stats.json's "paper_epoch5").
+    """
+    import matplotlib.pyplot as plt
+
+    set_style()
+    _require(stats_table, ["group", "epoch", "measure", "n", "d_z", "hedges_g", "p_one_sided"],
+             "stats_table")
+    table = stats_table[(stats_table["measure"] == measure) & (stats_table["epoch"] == epoch)]
+    groups = [g for g in GROUPS if g in set(table["group"]) or g in paper]
+    groups += [g for g in _groups(table) if g not in groups]
+    fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.8 * len(groups)))
+    ticks, names = [], []
+    for i, group in enumerate(groups):
+        colour, y0 = GROUP_COLOURS.get(group, f"C{i}"), -2.0 * i
+        row = table[table["group"] == group]
+        if len(row):
+            r = row.iloc[0]
+            d, g, n = float(r["d_z"]), float(r["hedges_g"]), float(r["n"])
+            lo, hi = dz_interval(d, n)
+            if math.isfinite(d):
+                ax.errorbar([d], [y0], xerr=[[d - lo], [hi - d]] if math.isfinite(lo) else None,
+                            fmt="o", color=colour, capsize=3, markersize=6)
+                ax.plot([g], [y0], "^", color="black", markersize=5, mfc="white")
+            ax.annotate(f"d_z={d:.2f}, g={g:.2f}, p={r['p_one_sided']:.3f}, n={n:.0f}"
+                        if math.isfinite(d) else f"n/a (n={n:.0f})",
+                        (1.02, y0), xycoords=("axes fraction", "data"), va="center", fontsize=7)
+        ticks.append(y0); names.append(f"{group}\nours (epoch {epoch})")
+        ref = paper.get(group)
+        if ref:
+            d, n = float(ref["d"]), ref.get("n")
+            lo, hi = dz_interval(d, n or 0)
+            ax.errorbar([d], [y0 - 0.8], xerr=[[d - lo], [hi - d]] if n else None, fmt="D",
+                        color=colour, mfc="white", mew=1.5, capsize=3, markersize=6)
+            ax.annotate(f"d={d:.2f}, p={ref.get('p_one_sided', math.nan):.3f}, "
+                        + (f"n={n}" if n else "n not reported"),
+                        (1.02, y0 - 0.8), xycoords=("axes fraction", "data"), va="center", fontsize=7)
+            ticks.append(y0 - 0.8); names.append(f"{group}\npaper")
+    ax.axvline(0, color="0.3", linewidth=0.8)
+    ax.set_yticks(ticks, names)
+    ax.set_ylim(min(ticks, default=0) - 0.6, 0.6)
+    ax.set_xlabel("effect size of Δ(ΔI) (Cohen's d, unitless; ○ d_z ± approx. 95 % CI, △ Hedges g)")
+    ax.set_title(f"Effect sizes: ours at epoch {epoch} vs the paper")
+    fig.tight_layout()
+    return fig
+
+
+# --- (f) per-token changes -------------------------------------------------------------
+
+def token_changes(tokens: pd.DataFrame, item_id: str, epoch: int, variant: str = "x",
+                  condition: str = "cond") -> pd.DataFrame:
+    """Per-token log-prob of one item at `epoch` minus at the base (epoch 0).
+
+    Returns:
+        DataFrame[position, text, base, tuned, change], one row per token of x; base,
+        tuned = log P(x_t | prefix) in nats; change = tuned − base (nats).
+    """
+    _require(tokens, ["epoch", "item_id", "variant", "condition", "position", "text", "logprob"], "tokens")
+    rows = tokens[(tokens["item_id"] == item_id) & (tokens["variant"] == variant)
+                  & (tokens["condition"] == condition)]
+    if rows.empty:
+        raise ValueError(f"no tokens for item {item_id!r}, variant {variant!r}, condition "
+                         f"{condition!r}; items there: {sorted(tokens['item_id'].unique())[:10]}")
+    _epoch_check(rows, epoch, f"tokens of item {item_id!r}")
+    _epoch_check(rows, 0, f"tokens of item {item_id!r}")
+    if rows.duplicated(["epoch", "position"]).any():
+        raise ValueError(f"duplicated (epoch, position) rows for item {item_id!r}; is item_id shared by two groups?")
+    base = rows[rows["epoch"] == 0].set_index("position")
+    tuned = rows[rows["epoch"] == epoch].set_index("position")
+    out = pd.DataFrame({"text": base["text"], "base": base["logprob"], "tuned": tuned["logprob"]})
+    out = out.dropna().rename_axis("position").reset_index()
+    out["change"] = out["tuned"] - out["base"]
+    return out[["position", "text", "base", "tuned", "change"]]
+
+
+def pick_items(scores: pd.DataFrame, epoch: int, k: int = 2, group: str = "literary") -> list[str]:
+    """Items of `group` with the largest (first ⌈k/2⌉) and smallest (last ⌊k/2⌋) Δ(ΔI) at `epoch`."""
+    from .stats import paired_differences
+
+    diffs = paired_differences(scores, "sum")
+    diffs = diffs[(diffs["group"] == group) & (diffs["epoch"] == epoch)].sort_values("diff", ascending=False)
+    ids = diffs["item_id"].tolist()
+    if len(ids) <= k:
+        return ids
+    return ids[: math.ceil(k / 2)] + ids[len(ids) - k // 2:]
+
+
+def _wrap(texts: Sequence[str], width: int) -> list[tuple[int, int, str]]:
+    """(line, column, shown text) for each token, wrapping at `width` characters."""
+    placed, line, col = [], 0, 0
+    for text in texts:
+        newline = "\n" in text
+        shown = str(text).replace("\n", "↵").replace("\t", " ") or "∅"
+        if col and col + len(shown) > width:
+            line, col = line + 1, 0
+        placed.append((line, col, shown))
+        col += len(shown)
+        if newline:
+            line, col = line + 1, 0
+    return placed
+
+
+def fig_token_surprise(tokens: pd.DataFrame, item_id: str | Sequence[str], epoch: int,
+                       variant: str = "x", width: int = 92):
+    """The text of x, each token coloured by its change in log P(x_t | y) after fine-tuning.
+
+    item_id may be one id or several (e.g. pick_items' output): one panel each, one
+    shared colour scale symmetric around 0 (blue: more likely after fine-tuning).
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import Normalize
+
+    set_style()
+    ids = [item_id] if isinstance(item_id, str) else list(item_id)
+    if not ids:
+        raise ValueError("fig_token_surprise needs at least one item_id")
+    changes = [token_changes(tokens, i, epoch, variant, "cond") for i in ids]
+    layouts = [_wrap(c["text"].tolist(), width) for c in changes]
+    lines = [max((p[0] for p in lay), default=0) + 1 for lay in layouts]
+    limit = max(max((c["change"].abs().max() for c in changes), default=0.0), 1e-3)
+    norm, cmap = Normalize(-limit, limit), plt.get_cmap(TOKEN_CMAP)
+    fontsize, char_pt, line_pt = 7.5, 7.5 * 0.602, 7.5 * 1.75  # DejaVu Sans Mono: 0.602 em/char
+    heights = [n * line_pt / 72 + 0.35 for n in lines]
+    fig = plt.figure(figsize=(width * char_pt / 72 + 0.5, sum(heights) + 0.9))
+    grid = fig.add_gridspec(len(ids) + 1, 1, height_ratios=heights + [0.45])
+    groups = tokens.drop_duplicates("item_id").set_index("item_id")["group"] if "group" in tokens else {}
+    for k, (item, change, layout) in enumerate(zip(ids, changes, layouts)):
+        ax = fig.add_subplot(grid[k])
+        ax.set_axis_off()
+        for (line, col, shown), value in zip(layout, change["change"]):
+            ax.annotate(shown, (0, 1), xycoords="axes fraction", textcoords="offset points",
+                        xytext=(col * char_pt, -line * line_pt), ha="left", va="top",
+                        family="DejaVu Sans Mono", fontsize=fontsize,
+                        bbox=dict(boxstyle="square,pad=0.05", fc=cmap(norm(value)), ec="none"))
+        ax.set_title(f"{item} ({groups.get(item, '?')}): Σ change = {change['change'].sum():+.2f} nats "
+                     f"over {len(change)} tokens", loc="left", fontsize=8)
+    cax = fig.add_subplot(grid[-1])
+    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), cax=cax, orientation="horizontal",
+                 label="log P(x_t | y): epoch − base (nats)")
+    fig.suptitle(f"Per-token change in log P(x_t | y) after fine-tuning (epoch {epoch} − base)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# --- (g) metric check ------------------------------------------------------------------
+
+def fig_metric_check(scores: pd.DataFrame, epoch: int = 0, measure: str = "sum"):
+    """ΔI of intact x vs its degraded rewrite, literary items at `epoch`; above y = x: intact wins."""
+    import matplotlib.pyplot as plt
+
+    from .stats import MEASURE_COLUMNS, metric_check
+
+    set_style()
+    col = MEASURE_COLUMNS[measure]
+    check = metric_check(scores, epoch, measure)
+    rows = scores[(scores["group"] == "literary") & (scores["epoch"] == epoch)]
+    wide = rows.pivot(index="item_id", columns="variant", values=col)
+    wide = wide.reindex(columns=["x", "x_degraded"]).dropna()
+    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+    ax.scatter(wide["x_degraded"], wide["x"], color=GROUP_COLOURS["literary"], s=22, zorder=3)
+    values = wide.to_numpy().ravel()
+    lo, hi = (values.min(), values.max()) if values.size else (0.0, 1.0)
+    pad = 0.08 * (hi - lo) or 1.0
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "--", color="0.4", linewidth=0.9, label="y = x")
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.set_ylim(lo - pad, hi + pad)
+    ax.set_aspect("equal")
+    if not values.size:
+        ax.text(0.5, 0.5, "no literary item with both variants", transform=ax.transAxes, ha="center")
+    ax.set_xlabel(f"ΔI of degraded x ({UNITS[measure]})")
+    ax.set_ylabel(f"ΔI of intact x ({UNITS[measure]})")
+    ax.legend(loc="upper left")
+    p = check["p_sign_test"]
+    ax.set_title(f"Metric check (epoch {epoch}): intact > degraded for {check['k']}/{check['n']} items"
+                 + (f"\nsign test p = {p:.3g}" if p is not None and math.isfinite(p) else ""))
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,67 @@
+"""Stage 04: the ΔI statistics of a run, and the comparison with the paper (notebook 04).
+
+Reads ``03_logprobs/scores.csv``; writes ``results/<run>/04_stats/``: ``stats.csv`` (one
+row per group × epoch × measure, recomputable from scores.csv), ``selectivity.csv``,
+``power.csv``, ``paper_comparison.csv`` and ``stats.json`` (all of it, plus the model,
+n and epochs, which the README's Results section is generated from).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import Config
+from .runs import open_stage, require_done, write_csv, write_json
+from .stats import PAPER_EPOCH5, stats_report
+
+
+def headline_epoch(cfg: Config, scores) -> int:
+    """The configured headline epoch, or the last trained one if the run is shorter."""
+    return min(cfg.stats.headline_epoch, int(scores["epoch"].max()))
+
+
+def paper_comparison(table, epoch: int, measure: str = "sum"):
+    """Paper vs this run at one epoch, per group: n, one-sided p, effect size."""
+    import pandas as pd
+
+    rows = []
+    for group in ("literary", "factual"):
+        ours = table[(table.group == group) & (table.epoch == epoch) & (table.measure == measure)]
+        paper = PAPER_EPOCH5.get(group, {})
+        row = ours.iloc[0] if len(ours) else {}
+        rows.append({"group": group, "paper_n": paper.get("n"), "paper_p_one_sided": paper.get("p_one_sided"),
+                     "paper_d": paper.get("d"), "epoch": epoch, "n": row.get("n"),
+                     "mean_delta_delta_i": row.get("mean"), "p_one_sided": row.get("p_one_sided"),
+                     "p_holm": row.get("p_holm"), "d_z": row.get("d_z"), "hedges_g": row.get("hedges_g"),
+                     "ci_low": row.get("ci_low"), "ci_high": row.get("ci_high")})
+    return pd.DataFrame(rows)
+
+
+def run_stats(cfg: Config, force: bool = False) -> list[Path]:
+    """Paired tests, effect sizes, CIs, Holm, selectivity and power; returns files written."""
+    import pandas as pd
+
+    scores_path = require_done(cfg, "03") / "scores.csv"
+    stage = open_stage(cfg, "04", force)
+    if stage.skipped:
+        return stage.outputs()
+    scores = pd.read_csv(scores_path)
+    n_literary = int(scores[(scores.group == "literary") & (scores.epoch == 0) & (scores.variant == "x")].shape[0])
+    report = stats_report(scores, n_boot=cfg.stats.n_boot, n_perm=cfg.stats.n_perm, seed=cfg.stats.seed,
+                          power_ns=tuple(sorted({10, 20, 27, 40, 80, max(n_literary, 2)})))
+    table = pd.DataFrame(report["stats_table"])
+    epoch = headline_epoch(cfg, scores)
+    comparison = paper_comparison(table, epoch)
+    report.update(
+        headline_epoch=epoch,
+        paper_comparison=comparison.astype(object).where(comparison.notna(), None).to_dict("records"),
+        run={"name": cfg.run.name, "model": cfg.model.name, "epochs_trained": int(scores["epoch"].max()),
+             "n_items": {g: int(n) for g, n in scores[scores.epoch == 0].groupby("group")["item_id"].nunique().items()}},
+    )
+    written = [
+        write_csv(stage.file("stats.csv"), table),
+        write_csv(stage.file("selectivity.csv"), pd.DataFrame(report["selectivity"])),
+        write_csv(stage.file("power.csv"), pd.DataFrame(report["power"])),
+        write_csv(stage.file("paper_comparison.csv"), comparison),
+        write_json(stage.file("stats.json"), report),
+    ]
+    return stage.finish(written, {"headline_epoch": epoch})

@@ -1,0 +1,152 @@
+"""Validators (every problem named by file, line and field), leakage, and the corpus itself."""
+import collections
+import json
+import re
+
+import pytest
+from conftest import PROJECT_ROOT, annotation, benchmark_item, write_jsonl
+
+from cqa_utils.data import (COT_TYPES, DataError, leakage, load_annotations, load_benchmark,
+                            validate_data_dir)
+
+ANNOTATIONS = PROJECT_ROOT / "data" / "annotations" / "cot_annotations.jsonl"
+BENCHMARK = PROJECT_ROOT / "data" / "benchmark" / "benchmark.jsonl"
+
+
+def problems_of(loader, path):
+    with pytest.raises(DataError) as err:
+        loader(path)
+    return err.value.problems
+
+
+@pytest.mark.parametrize("line, expected", [
+    ('{"id": "t-001", "lang": ', r"f.jsonl:2: \(line\): malformed JSON"),
+    ("[1, 2]", r"f.jsonl:2: \(line\): must be a JSON object"),
+])
+def test_malformed_lines_name_file_and_line(tmp_path, line, expected):
+    path = write_jsonl(tmp_path / "f.jsonl", [annotation(1), line])
+    assert re.search(expected, problems_of(load_annotations, path)[0])
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"passage": None}, r"f.jsonl:1: passage: must be a string"),
+    ({"passage": "   \n "}, r"f.jsonl:1: passage: is empty or whitespace only"),
+    ({"genre": "opera"}, r"f.jsonl:1: genre: 'opera' is not one of"),
+    ({"mood": "x"}, r"f.jsonl:1: mood: unknown field"),
+    ({"cot": []}, r"f.jsonl:1: cot: must be a non-empty list"),
+    ({"judgment": {"verdict": "great", "summary": "s"}}, r"f.jsonl:1: judgment.verdict: 'great' is not one of"),
+    ({"constraints": {"intent": "a", "audience": "b"}}, r"f.jsonl:1: constraints.reality: missing required field"),
+])
+def test_bad_annotation_fields_are_named(tmp_path, change, expected):
+    path = write_jsonl(tmp_path / "f.jsonl", [annotation(1, **change)])
+    assert any(re.search(expected, p) for p in problems_of(load_annotations, path))
+
+
+def test_missing_field_and_unknown_cot_type_are_named(tmp_path):
+    record = annotation(1)
+    del record["context"]
+    record["cot"][0]["type"] = "mood"
+    problems = problems_of(load_annotations, write_jsonl(tmp_path / "f.jsonl", [record]))
+    assert any("f.jsonl:1: context: missing required field" in p for p in problems)
+    assert any("f.jsonl:1: cot[0].type: 'mood' is not one of" in p for p in problems)
+
+
+def test_cot_without_a_constraint_type_is_rejected(tmp_path):
+    record = annotation(1)
+    record["cot"] = [s for s in record["cot"] if s["type"] != "reality"]
+    problems = problems_of(load_annotations, write_jsonl(tmp_path / "f.jsonl", [record]))
+    assert any("has no 'reality' step" in p for p in problems)
+
+
+def test_duplicate_ids_name_both_lines(tmp_path):
+    path = write_jsonl(tmp_path / "f.jsonl", [annotation(1), annotation(2), annotation(1)])
+    assert problems_of(load_annotations, path) == [f"{path}:3: id: duplicate id 't-001' (first on line 1)"]
+
+
+def test_every_problem_in_a_file_is_reported_at_once(tmp_path):
+    path = write_jsonl(tmp_path / "f.jsonl", [annotation(1, lang=3), annotation(2, genre="x"), "{"])
+    assert len(problems_of(load_annotations, path)) == 1  # JSON errors stop parsing first
+    path = write_jsonl(tmp_path / "g.jsonl", [annotation(1, lang=3), annotation(2, genre="x")])
+    assert len(problems_of(load_annotations, path)) == 2
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"group": "poetic"}, r"group: 'poetic' is not one of"),
+    ({"x": ""}, r"x: is empty"),
+    ({"degraded_breaks": "craft"}, r"degraded_breaks: 'craft' is not one of"),
+])
+def test_bad_benchmark_items_are_named(tmp_path, change, expected):
+    path = write_jsonl(tmp_path / "b.jsonl", [benchmark_item(1, **change)])
+    assert any(re.search(expected, p) for p in problems_of(load_benchmark, path))
+
+
+def test_factual_items_cannot_carry_a_degraded_version(tmp_path):
+    item = benchmark_item(1, "factual", x_degraded="y", degraded_breaks="reality")
+    problems = problems_of(load_benchmark, write_jsonl(tmp_path / "b.jsonl", [item]))
+    assert any("only literary items carry a degraded version" in p for p in problems)
+
+
+def test_missing_and_empty_files_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        load_benchmark(tmp_path / "none.jsonl")
+    (tmp_path / "empty.jsonl").write_text("\n")
+    assert "contains no records" in problems_of(load_benchmark, tmp_path / "empty.jsonl")[0]
+
+
+def test_leakage_check_finds_a_shared_8_gram_after_normalization():
+    from cqa_utils.data import Annotation, BenchmarkItem, Constraints, CotStep, Judgment
+
+    c = Constraints("a", "b", "c")
+    ann = Annotation("a1", "en", "poetry", "", c, "The river, slow and brown, carried the bridge's shadow all day.",
+                     (CotStep("craft", "t"),), Judgment("works", "s"))
+    leaky = BenchmarkItem("b1", "factual", "en", "", c, "Locals said THE RIVER slow and brown carried the bridge's shadow.")
+    clean = BenchmarkItem("b2", "factual", "en", "", c, "The river was slow; the bridge was old.")
+    problems = leakage([ann], [leaky, clean])
+    assert len(problems) == 1 and "b1: x: shares" in problems[0] and "a1" in problems[0]
+
+
+def test_shipped_data_validates_without_leakage():
+    counts = validate_data_dir(PROJECT_ROOT / "data")
+    assert counts[str(ANNOTATIONS)] >= 96 and counts[str(BENCHMARK)] >= 80
+
+
+def test_annotation_corpus_teaches_all_three_constraint_types():
+    records = load_annotations(ANNOTATIONS)
+    words = collections.Counter()
+    for rec in records:
+        assert {s.type for s in rec.cot} == set(COT_TYPES), rec.id
+        for step in rec.cot:
+            words[step.type] += len(step.text.split())
+    total = sum(words.values())
+    assert words["audience"] / total >= 0.25 and words["reality"] / total >= 0.25
+    assert sum(r.judgment.verdict != "works" for r in records) >= len(records) / 4
+    assert len({r.genre for r in records}) == 6
+    assert all(60 <= len(r.passage.split()) <= 250 for r in records)
+
+
+def test_annotation_cots_quote_their_own_passage():
+    records = load_annotations(ANNOTATIONS)
+    quoting = [r for r in records
+               if any(len(q.split()) >= 3 and q in r.passage for s in r.cot for q in re.findall(r'"([^"]+)"', s.text))]
+    assert len(quoting) >= 0.95 * len(records)
+
+
+def test_no_sentence_of_eight_words_recurs_across_annotations():
+    seen = {}
+    for line in ANNOTATIONS.read_text(encoding="utf-8").splitlines():
+        rec = json.loads(line)
+        texts = [s["text"] for s in rec["cot"]] + [rec["judgment"]["summary"]]
+        for sentence in re.split(r"(?<=[.!?])\s+", " ".join(texts)):
+            words = tuple(re.findall(r"[a-z0-9']+", sentence.lower()))
+            if len(words) >= 8:
+                assert seen.setdefault(words, rec["id"]) == rec["id"], f"{rec['id']} repeats {seen[words]}"
+
+
+def test_benchmark_is_paired_and_sized():
+    items = load_benchmark(BENCHMARK)
+    literary = [i for i in items if i.group == "literary"]
+    factual = [i for i in items if i.group == "factual"]
+    assert len(literary) >= 40 and len(factual) >= 40
+    assert all(i.x_degraded and i.degraded_breaks for i in literary)
+    assert all(40 <= len(i.x.split()) <= 200 for i in items)
+    assert {i.pair_id for i in literary} == {i.pair_id for i in factual}

@@ -1,0 +1,223 @@
+"""Figures a–g on synthetic frames shaped like the real stage files (fast, no model).
+
+Sizes are shrunk on purpose: 3 items per group and epochs 0..2 (2 items in the small-n
+tests), like a smoke run.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+EPOCHS = (0, 1, 2)
+WORDS = ["The", " ferry", " nosed", " out", " into", " the", " brown", " water", ",", "\n",
+         " while", " gulls", " kept", " pace", " beside", " the", " rail", "."]
+
+
+@pytest.fixture(autouse=True)
+def agg_backend(monkeypatch):
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    import matplotlib.pyplot as plt
+
+    plt.switch_backend("Agg")
+    yield
+    plt.close("all")
+
+
+def make_scores(n: int = 3, epochs=EPOCHS, seed: int = 0) -> pd.DataFrame:
+    """scores.csv: literary items have x and x_degraded, factual items x only."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for group, prefix in (("literary", "lit"), ("factual", "fac")):
+        for i in range(1, n + 1):
+            base = rng.normal(5, 2)
+            for variant in ("x", "x_degraded") if group == "literary" else ("x",):
+                for epoch in epochs:
+                    n_tok = 120 + i
+                    lift = 0.8 * epoch if group == "literary" else 0.0
+                    value = base + lift + rng.normal(0, 1) - (2.0 if variant == "x_degraded" else 0.0)
+                    uncond = -float(rng.uniform(300, 400))
+                    rows.append(dict(item_id=f"{prefix}-{i:02d}", group=group, variant=variant,
+                                     checkpoint="base" if epoch == 0 else f"epoch-{epoch}", epoch=epoch,
+                                     n_tokens=n_tok, logp_cond=uncond + value, logp_uncond=uncond,
+                                     delta_i=value, delta_i_mean=value / n_tok))
+    return pd.DataFrame(rows)
+
+
+def make_tokens(scores: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for r in scores.itertuples():
+        for condition in ("cond", "uncond"):
+            for position, text in enumerate(WORDS * 3):
+                rows.append(dict(checkpoint=r.checkpoint, epoch=r.epoch, item_id=r.item_id, group=r.group,
+                                 variant=r.variant, condition=condition, position=position,
+                                 token_id=1000 + position, token=text.replace(" ", "Ġ"), text=text,
+                                 logprob=-float(rng.gamma(2.0, 1.5))))
+    return pd.DataFrame(rows)
+
+
+def make_shares(seed: int = 0) -> pd.DataFrame:
+    from cqa_utils.audit import type_shares
+
+    rng = np.random.default_rng(seed)
+    frames = []
+    for dataset, n in (("alpaca", 60), ("dolly", 40), ("cqa_annotations", 8)):
+        frames.append(pd.DataFrame({"dataset": dataset, "craft": rng.random(n) < 0.6,
+                                    "audience": rng.random(n) < 0.2, "reality": rng.random(n) < 0.1}))
+    shares = type_shares(pd.concat(frames, ignore_index=True))
+    return shares.rename(columns={"lo": "ci_low", "hi": "ci_high"}).assign(classifier="rules")
+
+
+def make_log(steps: int = 12, epochs: int = 2) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    step = np.arange(1, steps + 1)
+    return pd.DataFrame({"step": step, "epoch": np.round(step * epochs / steps, 4),
+                         "loss": 2.5 - 0.05 * step + rng.normal(0, 0.05, steps),
+                         "lr": 2e-4 * (1 - step / steps), "grad_norm": rng.uniform(0.5, 2, steps),
+                         "tokens": step * 1500, "tokens_per_s": rng.uniform(90, 110, steps)})
+
+
+def make_stats(scores: pd.DataFrame) -> pd.DataFrame:
+    from cqa_utils.stats import stats_table
+
+    return stats_table(scores, n_boot=200, seed=0)
+
+
+def _check(fig, n_axes: int) -> None:
+    from matplotlib.figure import Figure
+
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == n_axes
+    titles = [ax.get_title() or ax.get_title(loc="left") for ax in fig.axes]
+    assert any(titles) or (fig._suptitle and fig._suptitle.get_text())
+
+
+@pytest.mark.parametrize("n", [3, 2])
+def test_every_figure_is_built_with_titles_and_expected_axes(n):
+    from cqa_utils import plots
+    from cqa_utils.stats import PAPER_EPOCH5
+
+    scores = make_scores(n)
+    stats = make_stats(scores)
+    tokens = make_tokens(scores)
+    _check(plots.fig_audit_shares(make_shares()), 1)
+    _check(plots.fig_training_loss(make_log()), 2)  # loss axis + twin lr axis
+    _check(plots.fig_paired_delta_i(scores, epoch=2), 2)
+    _check(plots.fig_delta_delta_by_epoch(stats), 1)
+    _check(plots.fig_delta_delta_by_epoch(stats, measure="mean"), 1)
+    _check(plots.fig_effect_sizes(stats, PAPER_EPOCH5, epoch=2), 1)
+    _check(plots.fig_token_surprise(tokens, "lit-01", epoch=2), 2)  # text panel + colourbar
+    items = plots.pick_items(scores, epoch=1, k=2)
+    _check(plots.fig_token_surprise(tokens, items, epoch=1), len(items) + 1)
+    _check(plots.fig_metric_check(scores, epoch=0), 1)
+
+
+def test_effect_sizes_survive_a_degenerate_row():
+    from cqa_utils import plots
+    from cqa_utils.stats import PAPER_EPOCH5
+
+    stats = make_stats(make_scores(2))
+    stats.loc[stats["group"] == "factual", ["d_z", "hedges_g", "ci_low", "ci_high"]] = np.nan
+    _check(plots.fig_effect_sizes(stats, PAPER_EPOCH5, epoch=1), 1)
+    _check(plots.fig_delta_delta_by_epoch(stats), 1)
+
+
+def test_save_fig_writes_png_and_pdf_and_no_temp_files(tmp_path):
+    from cqa_utils import plots
+
+    paths = plots.save_fig(plots.fig_training_loss(make_log()), "loss", tmp_path)
+    assert sorted(p.name for p in paths) == ["loss.pdf", "loss.png"]
+    assert all(p.stat().st_size > 0 for p in paths)
+    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loss.pdf", "loss.png"]
+
+
+def test_token_changes_are_tuned_minus_base_per_position():
+    from cqa_utils.plots import token_changes
+
+    tokens = make_tokens(make_scores(2))
+    out = token_changes(tokens, "lit-02", epoch=2)
+    assert list(out.columns) == ["position", "text", "base", "tuned", "change"]
+    sel = tokens[(tokens.item_id == "lit-02") & (tokens.variant == "x") & (tokens.condition == "cond")]
+    base = sel[sel.epoch == 0].set_index("position")["logprob"]
+    tuned = sel[sel.epoch == 2].set_index("position")["logprob"]
+    assert out["position"].tolist() == list(range(len(WORDS) * 3))
+    np.testing.assert_allclose(out["change"], (tuned - base).to_numpy(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(out["base"], base.to_numpy())
+    with pytest.raises(ValueError, match="epoch=7"):
+        token_changes(tokens, "lit-02", epoch=7)
+    with pytest.raises(ValueError, match="no tokens for item"):
+        token_changes(tokens, "nope", epoch=1)
+
+
+def test_pick_items_returns_the_largest_and_smallest_literary_change():
+    from cqa_utils.plots import pick_items
+    from cqa_utils.stats import paired_differences
+
+    scores = make_scores(5)
+    diffs = paired_differences(scores)
+    at = diffs[(diffs.group == "literary") & (diffs.epoch == 2)].set_index("item_id")["diff"]
+    assert pick_items(scores, epoch=2, k=2) == [at.idxmax(), at.idxmin()]
+    assert len(pick_items(scores, epoch=2, k=3)) == 3
+    assert sorted(pick_items(make_scores(2), epoch=1, k=4)) == ["lit-01", "lit-02"]
+
+
+def test_wrapping_keeps_lines_within_width_and_breaks_at_newlines():
+    from cqa_utils.plots import _wrap
+
+    placed = _wrap(WORDS * 4, width=20)
+    assert all(col + len(text) <= 20 for _, col, text in placed if col)
+    newline = [i for i, w in enumerate(WORDS * 4) if "\n" in w][0]
+    assert placed[newline + 1][1] == 0 and placed[newline + 1][0] == placed[newline][0] + 1
+
+
+def test_dz_interval_is_the_stated_approximation():
+    from cqa_utils.plots import dz_interval
+
+    lo, hi = dz_interval(0.5, 20)
+    half = 1.96 * np.sqrt(1 / 20 + 0.25 / 40)
+    assert (lo, hi) == pytest.approx((0.5 - half, 0.5 + half))
+    assert all(np.isnan(dz_interval(0.5, None)))
+
+
+def test_run_figures_writes_every_figure_and_copies_them(tmp_path, monkeypatch):
+    from cqa_utils import figures, runs
+    from cqa_utils.config import load_config
+    from cqa_utils.stats import stats_report
+
+    monkeypatch.setattr(runs, "git_commit", lambda: None)
+    cfg = load_config("smoke", {"run.results_dir": str(tmp_path), "run.name": "t",
+                                "stats.headline_epoch": 5})  # beyond the 2 scored epochs
+    scores = make_scores(3)
+    report = stats_report(scores, n_boot=100, n_perm=100)
+    files = {"01": {"shares.csv": make_shares()}, "02": {"train_log.csv": make_log()},
+             "03": {"scores.csv": scores}, "04": {"stats.csv": pd.DataFrame(report["stats_table"])}}
+    for key, frames in files.items():
+        stage = runs.open_stage(cfg, key)
+        written = [runs.write_csv(stage.file(name), frame) for name, frame in frames.items()]
+        if key == "03":
+            make_tokens(scores).to_parquet(stage.file("tokens.parquet"), index=False)
+            written.append(stage.file("tokens.parquet"))
+        if key == "04":
+            written.append(runs.write_json(stage.file("stats.json"), report))
+        stage.finish(written)
+    paths = figures.run_figures(cfg)
+    assert sorted(p.name for p in paths) == sorted(f"{n}.{e}" for n in figures.FIGURE_NAMES for e in ("png", "pdf"))
+    done = json.loads((runs.stage_dir(cfg, "05") / "DONE").read_text())
+    assert done["summary"]["epoch"] == 2
+    assert sorted(figures.run_figures(cfg)) == sorted(paths)  # finished stage: a no-op returning its outputs
+    copied = figures.copy_reference_figures(cfg, tmp_path / "figures")
+    assert len(copied) == 14 and all(p.stat().st_size > 0 for p in copied)
+
+
+def test_figure_epoch_falls_back_to_the_last_scored_epoch():
+    from cqa_utils.figures import figure_epoch
+
+    scores = make_scores(2)
+    assert figure_epoch(scores, 5) == 2 and figure_epoch(scores, 1) == 1
+    assert figure_epoch(scores[scores.epoch != 1], 1) == 2
+    with pytest.raises(ValueError, match="only epoch 0"):
+        figure_epoch(scores[scores.epoch == 0], 5)
