@@ -260,7 +260,7 @@ def run_audit(cfg, force: bool = False) -> list[Path]:
     Writes ``results/<run>/01_data_audit/``: ``slice_sizes.csv``, ``predictions.csv``
     (every creative record with its labels and the cues that fired), ``agreement.csv``
     (both classifiers against the hand labels), ``shares.csv`` (headline classifier,
-    per dataset, plus our annotations) and ``shares_hand_labels.csv``.
+    per dataset, plus our annotations), ``shares_hand_labels.csv`` and the shares figure.
     """
     import pandas as pd
 
@@ -301,4 +301,9 @@ def run_audit(cfg, force: bool = False) -> list[Path]:
         write_csv(stage.file("shares.csv"), shares.rename(columns=rename).assign(classifier=cfg.audit.classifier)),
         write_csv(stage.file("shares_hand_labels.csv"), hand.rename(columns=rename)),
     ]
+    from .plots import fig_audit_shares, save_fig
+
+    figure = fig_audit_shares(pd.read_csv(written[3]))
+    written += save_fig(figure, "fig_audit_shares", stage.path)
+    __import__("matplotlib.pyplot").pyplot.close(figure)
     return stage.finish(written, {"records": len(records), "creative": len(creative), "labels": len(labels)})

@@ -34,6 +34,14 @@ def set_style() -> None:
                       "legend.fontsize": 8, "legend.frameon": False})
 
 
+def _pyplot():
+    """pyplot with the style applied; imported late so `import cqa_utils` stays fast."""
+    import matplotlib.pyplot as plt
+
+    set_style()
+    return plt
+
+
 def save_fig(fig, name: str, out_dir: Path | str) -> list[Path]:
     """Write ``<name>.png`` (300 dpi) and ``<name>.pdf`` atomically; returns both paths."""
     paths = []
@@ -62,8 +70,6 @@ def _groups(frame: pd.DataFrame) -> list[str]:
     return [g for g in GROUPS if g in present] + [g for g in present if g not in GROUPS]
 
 
-# --- (a) data audit --------------------------------------------------------------------
-
 def fig_audit_shares(shares: pd.DataFrame):
     """Share of records teaching craft / audience / reality, per dataset, Wilson 95 % CIs.
 
@@ -72,9 +78,7 @@ def fig_audit_shares(shares: pd.DataFrame):
             audit.type_shares' ``lo``/``hi`` are accepted too. Our annotations (dataset
             "cqa_annotations") are drawn hatched, last, behind a dashed separator.
     """
-    import matplotlib.pyplot as plt
-
-    set_style()
+    plt = _pyplot()
     shares = shares.rename(columns={"lo": "ci_low", "hi": "ci_high"})
     _require(shares, ["dataset", "label", "n", "share", "ci_low", "ci_high"], "shares")
     datasets = [d for d in pd.unique(shares["dataset"]) if d != OURS]
@@ -92,26 +96,20 @@ def fig_audit_shares(shares: pd.DataFrame):
                       edgecolor="white", linewidth=0.5)
         ax.errorbar(x, share, yerr=np.clip(err, 0, None), fmt="none", ecolor="0.2",
                     elinewidth=0.8, capsize=2)
-        for bar, name in zip(bars, datasets):
-            if name == OURS:
-                bar.set_hatch("///")
-                bar.set_edgecolor("0.25")
+        for bar in [b for b, name in zip(bars, datasets) if name == OURS]:
+            bar.set(hatch="///", edgecolor="0.25")
     n = shares.groupby("dataset")["n"].first()
     names = ["ours (CoT annotations)" if d == OURS else d for d in datasets]
     ax.set_xticks(np.arange(len(datasets)), [f"{s}\nn={n[d]}" for s, d in zip(names, datasets)],
                   rotation=20 if len(datasets) > 4 else 0, ha="center")
     if OURS in datasets and len(datasets) > 1:
         ax.axvline(len(datasets) - 1.5, color="0.4", linestyle="--", linewidth=0.8)
-    ax.set_ylim(0, 105)
-    ax.set_ylabel("records teaching the type (%)")
-    ax.set_xlabel("dataset")
-    ax.set_title("What alignment data teaches: craft vs audience vs reality (Wilson 95 % CI)")
-    ax.legend(title="constraint type", ncols=len(labels), loc="upper right")
+    ax.set(ylim=(0, 105), ylabel="records teaching the type (%)", xlabel="dataset",
+           title="What alignment data teaches: craft vs audience vs reality (Wilson 95 % CI)")
+    ax.legend(title="constraint type", loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return fig
 
-
-# --- (b) training ----------------------------------------------------------------------
 
 def fig_training_loss(log: pd.DataFrame):
     """Training loss per logged step, mean loss per epoch (markers), learning rate (twin axis).
@@ -120,9 +118,7 @@ def fig_training_loss(log: pd.DataFrame):
         log: 02_finetune/train_log.csv (step, epoch, loss, lr, ...); ``epoch`` is the
             trainer's fractional epoch, so step rows with epoch in (k−1, k] belong to k.
     """
-    import matplotlib.pyplot as plt
-
-    set_style()
+    plt = _pyplot()
     _require(log, ["step", "epoch", "loss", "lr"], "train_log")
     log = log.sort_values("step")
     fig, ax = plt.subplots(figsize=(6.0, 3.4))
@@ -134,8 +130,8 @@ def fig_training_loss(log: pd.DataFrame):
     for k, row in per_epoch.iterrows():
         ax.annotate(f"epoch {k}", (row["step"], row["loss"]), textcoords="offset points",
                     xytext=(0, 7), ha="center", fontsize=7)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("training loss (nats/token)")
+    ax.set(xlabel="optimizer step", ylabel="training loss (nats/token)",
+           title="QLoRA fine-tuning: training loss and learning rate")
     twin = ax.twinx()
     twin.plot(log["step"], log["lr"], color="#CC79A7", linestyle="--", linewidth=1, label="learning rate")
     twin.set_ylabel("learning rate", color="#CC79A7")
@@ -143,18 +139,13 @@ def fig_training_loss(log: pd.DataFrame):
     twin.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
     handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
     ax.legend(handles=handles, loc="upper right")
-    ax.set_title("QLoRA fine-tuning: training loss and learning rate")
     fig.tight_layout()
     return fig
 
 
-# --- (c) paired ΔI ---------------------------------------------------------------------
-
 def fig_paired_delta_i(scores: pd.DataFrame, epoch: int, measure: str = "sum"):
     """Slopegraph: ΔI of each item (variant x) at epoch 0 and at `epoch`, one panel per group."""
-    import matplotlib.pyplot as plt
-
-    set_style()
+    plt = _pyplot()
     col = {"sum": "delta_i", "mean": "delta_i_mean"}[measure]
     _require(scores, ["item_id", "group", "variant", "epoch", col], "scores")
     _epoch_check(scores, epoch, "scores")
@@ -164,23 +155,19 @@ def fig_paired_delta_i(scores: pd.DataFrame, epoch: int, measure: str = "sum"):
     for ax, group in zip(axes[0], groups):
         wide = rows[rows["group"] == group].pivot(index="item_id", columns="epoch", values=col)
         wide = wide.reindex(columns=[0, epoch]).dropna()
-        up = wide[epoch] > wide[0]
         for item, (a, b) in wide.iterrows():
             ax.plot([0, 1], [a, b], "o-", markersize=3, linewidth=1, alpha=0.8,
                     color=GROUP_COLOURS.get(group, "C0") if b > a else "0.6")
         ax.plot([0, 1], wide.mean().to_numpy(), "s-", color="black", linewidth=2.2, markersize=5,
                 label="mean")
         ax.set_xticks([0, 1], ["base\n(epoch 0)", f"fine-tuned\n(epoch {epoch})"])
-        ax.set_xlim(-0.3, 1.3)
-        ax.set_ylabel(f"ΔI = log P(x|y) − log P(x) ({UNITS[measure]})")
-        ax.set_title(f"{group}: ΔI rose for {int(up.sum())}/{len(wide)} items")
+        ax.set(xlim=(-0.3, 1.3), ylabel=f"ΔI = log P(x|y) − log P(x) ({UNITS[measure]})",
+               title=f"{group}: ΔI rose for {int((wide[epoch] > wide[0]).sum())}/{len(wide)} items")
         ax.legend(loc="best")
     fig.suptitle(f"ΔI per item before and after fine-tuning (epoch {epoch})", fontsize=10)
     fig.tight_layout()
     return fig
 
-
-# --- (d) Δ(ΔI) by epoch ----------------------------------------------------------------
 
 def fig_delta_delta_by_epoch(stats_table: pd.DataFrame, measure: str = "sum"):
     """Mean Δ(ΔI) per epoch with bootstrap CI bands per group; epoch 0 is 0 by definition.
@@ -188,10 +175,9 @@ def fig_delta_delta_by_epoch(stats_table: pd.DataFrame, measure: str = "sum"):
     Markers: filled with * = one-sided Wilcoxon p_holm < 0.05; open = only the
     unadjusted p < 0.05; small dot = neither.
     """
-    import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    set_style()
+    plt = _pyplot()
     _require(stats_table, ["group", "epoch", "measure", "mean", "ci_low", "ci_high",
                            "p_one_sided", "p_holm"], "stats_table")
     table = stats_table[stats_table["measure"] == measure].sort_values("epoch")
@@ -213,20 +199,16 @@ def fig_delta_delta_by_epoch(stats_table: pd.DataFrame, measure: str = "sum"):
         for xv, yv in zip(xs[holm], ms[holm]):
             ax.annotate("*", (xv, yv), textcoords="offset points", xytext=(0, 5), ha="center",
                         fontsize=12, color=colour)
-    epochs = sorted({0, *table["epoch"].astype(int)})
-    ax.set_xticks(epochs)
-    ax.set_xlabel("fine-tuning epoch")
-    ax.set_ylabel(f"mean Δ(ΔI) vs base ({UNITS[measure]})")
+    ax.set(xticks=sorted({0, *table["epoch"].astype(int)}), xlabel="fine-tuning epoch",
+           ylabel=f"mean Δ(ΔI) vs base ({UNITS[measure]})",
+           title="Δ(ΔI) by epoch (one-sided Wilcoxon; bands: bootstrap 95 % CI)")
     keys = [Line2D([], [], marker="o", ls="", color="0.3", markersize=7, label="* Holm p < 0.05"),
             Line2D([], [], marker="o", ls="", mfc="white", mec="0.3", mew=1.5, markersize=7,
                    label="unadjusted p < 0.05 only")]
     ax.legend(handles=ax.get_legend_handles_labels()[0] + keys, loc="best")
-    ax.set_title("Δ(ΔI) by epoch (one-sided Wilcoxon; bands: bootstrap 95 % CI)")
     fig.tight_layout()
     return fig
 
-
-# --- (e) effect sizes ------------------------------------------------------------------
 
 def dz_interval(d: float, n: float, z: float = 1.96) -> tuple[float, float]:
     """Approximate CI of d_z: d ± z·sqrt(1/n + d²/(2n)) (large-sample normal approx.)."""
@@ -234,6 +216,13 @@ def dz_interval(d: float, n: float, z: float = 1.96) -> tuple[float, float]:
         return math.nan, math.nan
     half = z * math.sqrt(1 / n + d * d / (2 * n))
     return d - half, d + half
+
+
+def _p(p) -> str:
+    """p-value for a label: 3 decimals, '< 0.001' below that, 'n/a' when missing."""
+    if p is None or not math.isfinite(float(p)):
+        return "p n/a"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
 def fig_effect_sizes(stats_table: pd.DataFrame, paper: dict, epoch: int, measure: str = "sum"):
@@ -244,9 +233,7 @@ def fig_effect_sizes(stats_table: pd.DataFrame, paper: dict, epoch: int, measure
     paper. The paper reports no n for the factual group, so its point has no CI.
     Args: paper = stats.PAPER_EPOCH5 (or stats.json's "paper_epoch5").
     """
-    import matplotlib.pyplot as plt
-
-    set_style()
+    plt = _pyplot()
     _require(stats_table, ["group", "epoch", "measure", "n", "d_z", "hedges_g", "p_one_sided"],
              "stats_table")
     table = stats_table[(stats_table["measure"] == measure) & (stats_table["epoch"] == epoch)]
@@ -254,41 +241,35 @@ def fig_effect_sizes(stats_table: pd.DataFrame, paper: dict, epoch: int, measure
     groups += [g for g in _groups(table) if g not in groups]
     fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.8 * len(groups)))
     ticks, names = [], []
+
+    def row(y, d, n, name, colour, note, **style):
+        lo, hi = dz_interval(d, n or 0)
+        if math.isfinite(d):
+            ax.errorbar([d], [y], xerr=[[d - lo], [hi - d]] if math.isfinite(lo) else None,
+                        color=colour, capsize=3, markersize=6, **style)
+        ax.annotate(note, (1.02, y), xycoords=("axes fraction", "data"), va="center", fontsize=7)
+        ticks.append(y), names.append(name)
+
     for i, group in enumerate(groups):
-        colour, y0 = GROUP_COLOURS.get(group, f"C{i}"), -2.0 * i
-        row = table[table["group"] == group]
-        if len(row):
-            r = row.iloc[0]
-            d, g, n = float(r["d_z"]), float(r["hedges_g"]), float(r["n"])
-            lo, hi = dz_interval(d, n)
-            if math.isfinite(d):
-                ax.errorbar([d], [y0], xerr=[[d - lo], [hi - d]] if math.isfinite(lo) else None,
-                            fmt="o", color=colour, capsize=3, markersize=6)
-                ax.plot([g], [y0], "^", color="black", markersize=5, mfc="white")
-            ax.annotate(f"d_z={d:.2f}, g={g:.2f}, p={r['p_one_sided']:.3f}, n={n:.0f}"
-                        if math.isfinite(d) else f"n/a (n={n:.0f})",
-                        (1.02, y0), xycoords=("axes fraction", "data"), va="center", fontsize=7)
-        ticks.append(y0); names.append(f"{group}\nours (epoch {epoch})")
-        ref = paper.get(group)
-        if ref:
-            d, n = float(ref["d"]), ref.get("n")
-            lo, hi = dz_interval(d, n or 0)
-            ax.errorbar([d], [y0 - 0.8], xerr=[[d - lo], [hi - d]] if n else None, fmt="D",
-                        color=colour, mfc="white", mew=1.5, capsize=3, markersize=6)
-            ax.annotate(f"d={d:.2f}, p={ref.get('p_one_sided', math.nan):.3f}, "
-                        + (f"n={n}" if n else "n not reported"),
-                        (1.02, y0 - 0.8), xycoords=("axes fraction", "data"), va="center", fontsize=7)
-            ticks.append(y0 - 0.8); names.append(f"{group}\npaper")
+        colour, y0, ours = GROUP_COLOURS.get(group, f"C{i}"), -2.0 * i, table[table["group"] == group]
+        if len(ours):
+            r = ours.iloc[0]
+            d, g, n = float(r["d_z"]), float(r["hedges_g"]), int(r["n"])
+            row(y0, d, n, f"{group}\nours (epoch {epoch})", colour, fmt="o",
+                note=f"d_z={d:.2f}, g={g:.2f}, {_p(r['p_one_sided'])}, n={n}")
+            ax.plot([g], [y0], "^", color="black", markersize=5, mfc="white")
+        if group in paper:
+            ref = paper[group]
+            row(y0 - 0.8, float(ref["d"]), ref.get("n"), f"{group}\npaper", colour, fmt="D",
+                mfc="white", mew=1.5, note=f"d={ref['d']:.2f}, {_p(ref.get('p_one_sided'))}, "
+                + (f"n={ref['n']}" if ref.get("n") else "n not reported"))
     ax.axvline(0, color="0.3", linewidth=0.8)
     ax.set_yticks(ticks, names)
-    ax.set_ylim(min(ticks, default=0) - 0.6, 0.6)
-    ax.set_xlabel("effect size of Δ(ΔI) (Cohen's d, unitless; ○ d_z ± approx. 95 % CI, △ Hedges g)")
-    ax.set_title(f"Effect sizes: ours at epoch {epoch} vs the paper")
+    ax.set(ylim=(min(ticks, default=0) - 0.6, 0.6), title=f"Effect sizes: ours at epoch {epoch} vs the paper",
+           xlabel="effect size of Δ(ΔI) (Cohen's d, unitless; ○ d_z ± approx. 95 % CI, △ Hedges g)")
     fig.tight_layout()
     return fig
 
-
-# --- (f) per-token changes -------------------------------------------------------------
 
 def token_changes(tokens: pd.DataFrame, item_id: str, epoch: int, variant: str = "x",
                   condition: str = "cond") -> pd.DataFrame:
@@ -307,9 +288,9 @@ def token_changes(tokens: pd.DataFrame, item_id: str, epoch: int, variant: str =
     _epoch_check(rows, epoch, f"tokens of item {item_id!r}")
     _epoch_check(rows, 0, f"tokens of item {item_id!r}")
     if rows.duplicated(["epoch", "position"]).any():
-        raise ValueError(f"duplicated (epoch, position) rows for item {item_id!r}; is item_id shared by two groups?")
-    base = rows[rows["epoch"] == 0].set_index("position")
-    tuned = rows[rows["epoch"] == epoch].set_index("position")
+        raise ValueError(f"duplicated (epoch, position) rows for item {item_id!r}; "
+                         "is the item_id shared by two groups?")
+    base, tuned = (rows[rows["epoch"] == e].set_index("position") for e in (0, epoch))
     out = pd.DataFrame({"text": base["text"], "base": base["logprob"], "tuned": tuned["logprob"]})
     out = out.dropna().rename_axis("position").reset_index()
     out["change"] = out["tuned"] - out["base"]
@@ -323,9 +304,7 @@ def pick_items(scores: pd.DataFrame, epoch: int, k: int = 2, group: str = "liter
     diffs = paired_differences(scores, "sum")
     diffs = diffs[(diffs["group"] == group) & (diffs["epoch"] == epoch)].sort_values("diff", ascending=False)
     ids = diffs["item_id"].tolist()
-    if len(ids) <= k:
-        return ids
-    return ids[: math.ceil(k / 2)] + ids[len(ids) - k // 2:]
+    return ids if len(ids) <= k else ids[: math.ceil(k / 2)] + ids[len(ids) - k // 2:]
 
 
 def _wrap(texts: Sequence[str], width: int) -> list[tuple[int, int, str]]:
@@ -350,22 +329,22 @@ def fig_token_surprise(tokens: pd.DataFrame, item_id: str | Sequence[str], epoch
     item_id may be one id or several (e.g. pick_items' output): one panel each, one
     shared colour scale symmetric around 0 (blue: more likely after fine-tuning).
     """
-    import matplotlib.pyplot as plt
     from matplotlib.colors import Normalize
 
-    set_style()
+    plt = _pyplot()
     ids = [item_id] if isinstance(item_id, str) else list(item_id)
     if not ids:
         raise ValueError("fig_token_surprise needs at least one item_id")
     changes = [token_changes(tokens, i, epoch, variant, "cond") for i in ids]
     layouts = [_wrap(c["text"].tolist(), width) for c in changes]
     lines = [max((p[0] for p in lay), default=0) + 1 for lay in layouts]
-    limit = max(max((c["change"].abs().max() for c in changes), default=0.0), 1e-3)
+    size = np.abs(np.concatenate([c["change"].to_numpy(float) for c in changes]))
+    limit = max(float(np.quantile(size, 0.98)), 1e-3)  # a few outliers do not wash out the rest
     norm, cmap = Normalize(-limit, limit), plt.get_cmap(TOKEN_CMAP)
     fontsize, char_pt, line_pt = 7.5, 7.5 * 0.602, 7.5 * 1.75  # DejaVu Sans Mono: 0.602 em/char
-    heights = [n * line_pt / 72 + 0.35 for n in lines]
-    fig = plt.figure(figsize=(width * char_pt / 72 + 0.5, sum(heights) + 0.9))
-    grid = fig.add_gridspec(len(ids) + 1, 1, height_ratios=heights + [0.45])
+    heights = [n * line_pt / 72 + 0.3 for n in lines]  # inches; + room for the panel title
+    fig = plt.figure(figsize=(width * char_pt / 72 + 0.5, sum(heights) + 0.35 * len(ids) + 1.0))
+    grid = fig.add_gridspec(len(ids) + 1, 1, height_ratios=heights + [0.3])
     groups = tokens.drop_duplicates("item_id").set_index("item_id")["group"] if "group" in tokens else {}
     for k, (item, change, layout) in enumerate(zip(ids, changes, layouts)):
         ax = fig.add_subplot(grid[k])
@@ -374,27 +353,26 @@ def fig_token_surprise(tokens: pd.DataFrame, item_id: str | Sequence[str], epoch
             ax.annotate(shown, (0, 1), xycoords="axes fraction", textcoords="offset points",
                         xytext=(col * char_pt, -line * line_pt), ha="left", va="top",
                         family="DejaVu Sans Mono", fontsize=fontsize,
+                        color="white" if abs(norm(value) - 0.5) > 0.35 else "black",
                         bbox=dict(boxstyle="square,pad=0.05", fc=cmap(norm(value)), ec="none"))
         ax.set_title(f"{item} ({groups.get(item, '?')}): Σ change = {change['change'].sum():+.2f} nats "
                      f"over {len(change)} tokens", loc="left", fontsize=8)
     cax = fig.add_subplot(grid[-1])
     fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), cax=cax, orientation="horizontal",
+                 extend="both" if size.max() > limit else "neither",
                  label="log P(x_t | y): epoch − base (nats)")
     fig.suptitle(f"Per-token change in log P(x_t | y) after fine-tuning (epoch {epoch} − base)", fontsize=10)
     fig.tight_layout()
     return fig
 
 
-# --- (g) metric check ------------------------------------------------------------------
-
 def fig_metric_check(scores: pd.DataFrame, epoch: int = 0, measure: str = "sum"):
     """ΔI of intact x vs its degraded rewrite, literary items at `epoch`; above y = x: intact wins."""
-    import matplotlib.pyplot as plt
-
     from .stats import MEASURE_COLUMNS, metric_check
 
-    set_style()
+    plt = _pyplot()
     col = MEASURE_COLUMNS[measure]
+    _epoch_check(scores, epoch, "scores")
     check = metric_check(scores, epoch, measure)
     rows = scores[(scores["group"] == "literary") & (scores["epoch"] == epoch)]
     wide = rows.pivot(index="item_id", columns="variant", values=col)
@@ -405,13 +383,10 @@ def fig_metric_check(scores: pd.DataFrame, epoch: int = 0, measure: str = "sum")
     lo, hi = (values.min(), values.max()) if values.size else (0.0, 1.0)
     pad = 0.08 * (hi - lo) or 1.0
     ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "--", color="0.4", linewidth=0.9, label="y = x")
-    ax.set_xlim(lo - pad, hi + pad)
-    ax.set_ylim(lo - pad, hi + pad)
-    ax.set_aspect("equal")
+    ax.set(xlim=(lo - pad, hi + pad), ylim=(lo - pad, hi + pad), aspect="equal",
+           xlabel=f"ΔI of degraded x ({UNITS[measure]})", ylabel=f"ΔI of intact x ({UNITS[measure]})")
     if not values.size:
         ax.text(0.5, 0.5, "no literary item with both variants", transform=ax.transAxes, ha="center")
-    ax.set_xlabel(f"ΔI of degraded x ({UNITS[measure]})")
-    ax.set_ylabel(f"ΔI of intact x ({UNITS[measure]})")
     ax.legend(loc="upper left")
     p = check["p_sign_test"]
     ax.set_title(f"Metric check (epoch {epoch}): intact > degraded for {check['k']}/{check['n']} items"

@@ -1,0 +1,119 @@
+"""Training on the real embedded model with tiny configs (sizes shrunk on purpose)."""
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import PROJECT_ROOT, annotation, write_jsonl
+from safetensors.torch import load_file
+
+from cqa_utils.config import load_config
+from cqa_utils.train import IGNORE_INDEX, _callbacks, target_positions, tokenize_examples
+
+# bitwise on the same CPU; the bound leaves room for thread-count differences between runs
+RESUME_TOLERANCE = 1e-6
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """Six short annotations and a config that trains them for 2 epochs in seconds."""
+    path = write_jsonl(tmp_path / "ann.jsonl", [annotation(i) for i in range(1, 7)])
+    return {"data.annotations": str(path), "run.results_dir": str(tmp_path / "results"), "run.name": "tiny",
+            "train.epochs": 2, "train.batch_size": 2, "train.grad_accum": 1, "train.precision": "float32"}
+
+
+def test_prompt_tokens_are_masked_and_the_target_ends_with_eos(embedded, tiny):
+    _, tokenizer = embedded
+    example = tokenize_examples(load_config("smoke", tiny), tokenizer, 8192)[0]
+    n_prompt = example["prompt_tokens"]
+    assert example["labels"][:n_prompt] == [IGNORE_INDEX] * n_prompt
+    assert example["labels"][n_prompt:] == example["input_ids"][n_prompt:]
+    assert example["input_ids"][-1] == tokenizer.eos_token_id
+
+
+def test_too_long_examples_are_an_error_not_truncated(embedded, tiny):
+    _, tokenizer = embedded
+    with pytest.raises(ValueError, match=r"annotations \['t-001'.*exceed train.max_length \(50 tokens"):
+        tokenize_examples(load_config("smoke", {**tiny, "train.max_length": 50}), tokenizer, 8192)
+
+
+def test_target_only_logits_give_the_same_loss_as_full_logits(embedded, tiny):
+    model, tokenizer = embedded
+    examples = tokenize_examples(load_config("smoke", tiny), tokenizer, 8192)[:3]
+    width = max(len(e["input_ids"]) for e in examples)
+    ids = torch.tensor([e["input_ids"] + [0] * (width - len(e["input_ids"])) for e in examples])
+    labels = torch.tensor([e["labels"] + [IGNORE_INDEX] * (width - len(e["labels"])) for e in examples])
+    mask = (labels != -12345).long()
+    for row, e in enumerate(examples):
+        mask[row, len(e["input_ids"]):] = 0
+    keep = target_positions(labels)
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        shifted = labels[:, keep + 1]
+        part = model(input_ids=ids, attention_mask=mask, labels=shifted, shift_labels=shifted, logits_to_keep=keep).loss
+    assert len(keep) < width - 1
+    assert abs(full.item() - part.item()) < 1e-6
+
+
+def test_non_finite_loss_stops_training_with_a_clear_message(tmp_path):
+    class State:
+        global_step, epoch, num_input_tokens_seen, is_world_process_zero = 7, 1.5, 0, True
+
+    guard = _callbacks(tmp_path, [])[0]
+    guard.on_train_begin(None, State(), None)
+    with pytest.raises(FloatingPointError, match=r"loss became nan at step 7 .* last good adapter"):
+        guard.on_log(None, State(), None, logs={"loss": math.nan})
+
+
+def train_command(overrides: dict) -> list[str]:
+    args = [sys.executable, "-m", "cqa_utils.train", "--config", "smoke"]
+    for key, value in overrides.items():
+        args += ["--set", f"{key}={value}"]
+    return args
+
+
+def adapters(folder):
+    return {p.parent.name: load_file(p) for p in sorted(folder.glob("epoch-*/adapter_model.safetensors"))}
+
+
+def max_difference(a, b):
+    assert a.keys() == b.keys()
+    return max((a[k][n] - b[k][n]).abs().max().item() for k in a for n in a[k])
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_and_ends_with_the_same_adapters(tiny, tmp_path):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    straight = dict(tiny, **{"run.name": "straight", "train.epochs": 3})
+    subprocess.run(train_command(straight), check=True, cwd=PROJECT_ROOT, env=env, capture_output=True)
+
+    killed = dict(straight, **{"run.name": "killed"})
+    stage = tmp_path / "results" / "killed" / "02_finetune"
+    proc = subprocess.Popen(train_command(killed), cwd=PROJECT_ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (stage / "epoch-1").is_dir() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # into epoch 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (stage / "DONE").exists() and not (stage / "epoch-3").exists()
+    rerun = subprocess.run(train_command(killed), cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "resuming from" in rerun.stdout
+    assert max_difference(adapters(stage), adapters(tmp_path / "results" / "straight" / "02_finetune")) <= RESUME_TOLERANCE
+
+
+@pytest.mark.slow
+def test_resuming_with_different_settings_is_refused(tiny, tmp_path):
+    from cqa_utils.train import run_finetune
+
+    stage = tmp_path / "results" / "tiny" / "02_finetune"
+    stage.mkdir(parents=True)
+    (stage / "config.yaml").write_text(__import__("yaml").safe_dump(load_config("smoke", tiny).to_dict()))
+    with pytest.raises(ValueError, match="different model/data/train settings"):
+        run_finetune(load_config("smoke", {**tiny, "train.learning_rate": 1e-3}))
