@@ -201,7 +201,7 @@ class Stage:
             "outputs": rel,
             "summary": summary or {},
         })
-        return [Path(p) for p in outputs]
+        return self.outputs()
 
     def outputs(self) -> list[Path]:
         done = json.loads((self.path / "DONE").read_text(encoding="utf-8"))
