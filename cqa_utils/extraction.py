@@ -172,10 +172,10 @@ def _scoring_model(cfg: Config):
 def run_scoring(cfg: Config, force: bool = False) -> list[Path]:
     """Score the benchmark on the base model and every trained epoch; returns files written."""
     checkpoints = trained_checkpoints(cfg)
+    items = benchmark_items(cfg)  # validated before the stage directory exists
     stage = open_stage(cfg, "03", force)
     if stage.skipped:
         return stage.outputs()
-    items = benchmark_items(cfg)
     model, tokenizer = _scoring_model(cfg)
     scores, pairs, tokens = score_items(model, tokenizer, items, checkpoints, template=cfg.prompt.template,
                                         batch_size=cfg.score.batch_size, start_token=cfg.model.start_token)

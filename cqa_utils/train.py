@@ -153,6 +153,7 @@ def run_finetune(cfg: Config, force: bool = False) -> list[Path]:
     if resumable and _training_settings(saved_config(stage_path)) != _training_settings(cfg.to_dict()):
         raise ValueError(f"{stage_path} holds an interrupted run with different model/data/train settings; "
                          "rerun with force=True (--force) to start over")
+    annotation_records(cfg)  # validated before the stage directory exists
     plan = plan_device(cfg.model, cfg.train.precision)
     stage = open_stage(cfg, "02", extra_env={"device_plan": plan.as_dict()})
     if stage.skipped:

@@ -1,0 +1,79 @@
+"""Bad input fails loudly and leaves nothing behind; reruns are deterministic."""
+import pandas as pd
+import pytest
+from conftest import annotation, benchmark_item, write_jsonl
+
+from cqa_utils.cli import main as cqa
+from cqa_utils.config import load_config
+from cqa_utils.data import DataError
+from cqa_utils.extraction import run_scoring
+from cqa_utils.runs import open_stage, stage_dir
+
+SCORE_COLUMNS = ["item_id", "group", "variant", "checkpoint", "epoch", "n_tokens", "logp_cond", "logp_uncond",
+                 "delta_i", "delta_i_mean"]
+
+
+@pytest.fixture
+def base_only(tmp_path):
+    """A config whose stage 02 is 'done' with no epochs, so stage 03 scores the base model only."""
+    bench = write_jsonl(tmp_path / "bench.jsonl", [benchmark_item(1), benchmark_item(2, "factual")])
+    overrides = {"run.results_dir": str(tmp_path / "results"), "run.name": "r", "data.benchmark": str(bench)}
+    cfg = load_config("smoke", overrides)
+    open_stage(cfg, "02").finish([])
+    return cfg, overrides
+
+
+def test_bad_benchmark_stops_scoring_before_any_output(base_only, tmp_path):
+    cfg, overrides = base_only
+    bad = write_jsonl(tmp_path / "bad.jsonl", [benchmark_item(1), benchmark_item(2, id="lit-01")])
+    with pytest.raises(DataError, match=r"bad.jsonl:2: id: duplicate id"):
+        run_scoring(load_config("smoke", {**overrides, "data.benchmark": str(bad)}))
+    assert not stage_dir(cfg, "03").exists()
+
+
+def test_leaking_benchmark_item_is_refused_by_validate(tmp_path, capsys):
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "benchmark").mkdir()
+    ann = annotation(1)
+    write_jsonl(tmp_path / "annotations" / "a.jsonl", [ann])
+    write_jsonl(tmp_path / "benchmark" / "b.jsonl", [benchmark_item(1, x="Yes: " + ann["passage"])])
+    assert cqa(["validate", str(tmp_path)]) == 1
+    assert "shares" in capsys.readouterr().err
+
+
+def test_asking_for_an_untrained_epoch_names_the_saved_ones(base_only):
+    _, overrides = base_only
+    with pytest.raises(ValueError, match=r"epoch\(s\) \[7\], which were never trained; saved epochs .*: \[\]"):
+        run_scoring(load_config("smoke", {**overrides, "score.epochs": [7]}))
+
+
+def test_same_config_and_seed_give_the_same_delta_i_table(base_only):
+    cfg, _ = base_only
+    first = pd.read_csv(run_scoring(cfg)[0].parent / "scores.csv")
+    second = pd.read_csv(run_scoring(cfg, force=True)[0].parent / "scores.csv")
+    assert list(first.columns) == SCORE_COLUMNS
+    pd.testing.assert_frame_equal(first, second, check_exact=True)
+
+
+def test_cli_score_writes_the_same_files_for_any_benchmark(base_only, tmp_path):
+    cfg, overrides = base_only
+    out = tmp_path / "scored"
+    assert cqa(["score", "--benchmark", overrides["data.benchmark"], "--config", "smoke", "--out", str(out)]) == 0
+    scores = pd.read_csv(out / "scores.csv")
+    assert list(scores.columns) == SCORE_COLUMNS and set(scores.variant) == {"x", "x_degraded"}
+    assert (out / "pairs.jsonl").is_file() and (out / "tokens.parquet").is_file()
+    reference = pd.read_csv(run_scoring(cfg)[0].parent / "scores.csv")
+    pd.testing.assert_frame_equal(scores, reference, check_exact=False, atol=1e-4, rtol=0)
+
+
+def test_cqa_run_exits_non_zero_when_a_notebook_fails(tmp_path, capsys):
+    code = cqa(["run", "--config", "smoke", "--only", "00", "--set", f"run.results_dir={tmp_path}",
+                "--set", f"model.name={tmp_path / 'no-such-model'}"])
+    assert code == 1
+    assert "00_environment_check.ipynb failed in cell" in capsys.readouterr().err
+
+
+def test_config_typo_on_the_command_line_is_an_error(capsys):
+    assert cqa(["config", "--show", "smoke"]) == 0
+    assert cqa(["run", "--config", "smoke", "--set", "train.epoks=2"]) == 1
+    assert "unknown key train.epoks" in capsys.readouterr().err
