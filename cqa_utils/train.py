@@ -22,7 +22,7 @@ from pathlib import Path
 from .config import Config
 from .data import load_annotations
 from .prompts import training_text
-from .runs import atomic_dir, open_stage, saved_config, write_csv, write_json
+from .runs import atomic_dir, open_stage, saved_config, stage_dir, write_csv, write_json
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 IGNORE_INDEX = -100  # label value the loss skips (prompt tokens and padding)
@@ -101,6 +101,7 @@ def _callbacks(stage_path: Path, rows: list[dict]):
     class StudyCallback(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
             self.clock, self.tokens = time.perf_counter(), state.num_input_tokens_seen
+            self.session_start = (self.clock, self.tokens)  # after a resume: where this session began
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = logs or {}
@@ -122,6 +123,7 @@ def _callbacks(stage_path: Path, rows: list[dict]):
         def on_save(self, args, state, control, **kwargs):
             if not state.is_world_process_zero:
                 return
+            write_csv(stage_path / "train_log.csv", _log_frame(rows, stage_path / "train_log.csv"))
             epoch = round(state.epoch)
             source = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             with atomic_dir(stage_path / f"epoch-{epoch}") as tmp:
@@ -146,7 +148,10 @@ def run_finetune(cfg: Config, force: bool = False) -> list[Path]:
 
     from .models import load_model, plan_device
 
-    stage_path = Path(cfg.resolve_path(cfg.run.results_dir)) / cfg.run.name / "02_finetune"
+    stage_path = stage_dir(cfg, "02")
+    if force and _world_size() > 1:
+        raise ValueError("--force with several processes would race to delete the stage; "
+                         f"delete {stage_path} first, then launch without --force")
     if force and stage_path.exists():
         shutil.rmtree(stage_path)
     resumable = stage_path.exists() and not (stage_path / "DONE").exists() and (stage_path / "config.yaml").exists()
@@ -188,7 +193,7 @@ def run_finetune(cfg: Config, force: bool = False) -> list[Path]:
         bf16=plan.train_dtype == "bfloat16",
         use_cpu=plan.device == "cpu",
         ddp_backend="gloo" if plan.device == "cpu" and _world_size() > 1 else None,
-        gradient_checkpointing=cfg.train.gradient_checkpointing,
+        activation_checkpointing=cfg.train.gradient_checkpointing,  # v5 name of gradient checkpointing
         train_sampling_strategy="group_by_length" if cfg.train.group_by_length else "random",
         save_strategy="epoch",
         save_total_limit=1,
@@ -200,15 +205,17 @@ def run_finetune(cfg: Config, force: bool = False) -> list[Path]:
         disable_tqdm=False,
     )
     rows: list[dict] = []
-    trainer = target_only_trainer()(model=model, args=args, train_dataset=dataset,
-                      data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX),
-                      callbacks=_callbacks(stage.path, rows))
-    started = time.perf_counter()
+    callbacks = _callbacks(stage.path, rows)
+    collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
+    trainer = target_only_trainer()(model=model, args=args, train_dataset=dataset, data_collator=collator,
+                                    callbacks=callbacks)
     resume = _latest_checkpoint(stage.file("checkpoints"))
     if resume:
         print(f"resuming from {resume}")
-    result = trainer.train(resume_from_checkpoint=resume)
-    minutes = (time.perf_counter() - started) / 60
+    trainer.train(resume_from_checkpoint=resume)
+    started, tokens_before = callbacks[0].session_start
+    seconds = time.perf_counter() - started
+    tokens_now = trainer.state.num_input_tokens_seen - tokens_before
     if not trainer.is_world_process_zero():
         return []
     log = write_csv(stage.file("train_log.csv"), _log_frame(rows, stage.file("train_log.csv")))
@@ -222,9 +229,9 @@ def run_finetune(cfg: Config, force: bool = False) -> list[Path]:
         "train_dtype": plan.train_dtype,
         "precision_reason": plan.reason,
         "padding": "group_by_length batches, padded per batch" if cfg.train.group_by_length else "random batches, padded per batch",
-        "minutes_this_session": round(minutes, 2),
-        "tokens_per_s_this_session": round(float(result.metrics.get("train_tokens_per_second", 0) or 0), 1)
-        or round(_mean_rate(rows), 1),
+        "minutes_this_session": round(seconds / 60, 2),
+        "tokens_trained_this_session": int(tokens_now),
+        "tokens_per_s_this_session": round(tokens_now / seconds, 1),
         "resumed_from": resume,
         "final_loss": rows[-1]["loss"] if rows else None,
         "torch_threads": torch.get_num_threads(),
@@ -259,11 +266,6 @@ def _log_frame(rows: list[dict], existing: Path):
         before = pd.read_csv(existing)
         frame = pd.concat([before[before["step"] < (frame["step"].min() if len(frame) else math.inf)], frame])
     return frame
-
-
-def _mean_rate(rows: list[dict]) -> float:
-    rates = [r["tokens_per_s"] for r in rows[1:]]
-    return sum(rates) / len(rates) if rates else 0.0
 
 
 def main(argv: list[str] | None = None) -> int:
