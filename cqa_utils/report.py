@@ -17,7 +17,11 @@ BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
 def _fmt(value, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+    if value is None:
+        return "–"
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:.{digits}f}"
+    return str(int(value)) if isinstance(value, float) else str(value)
 
 
 def verdict(report: dict) -> str:
@@ -33,8 +37,12 @@ def verdict(report: dict) -> str:
         return "This run reproduces the direction of the paper's claim: ΔI rises for literary text (Holm-adjusted) and not for the factual control."
     if literary_up and factual_up:
         return "ΔI rises for both groups in this run, so the effect is not domain-selective here."
-    return (f"This run does not reproduce the paper's effect: the literary Δ(ΔI) has d_z = {lit_d:+.2f} "
-            f"with Holm-adjusted one-sided p = {lit_p:.3g}.")
+    sentence = (f"This run does not reproduce the paper's effect: the literary Δ(ΔI) has d_z = {lit_d:+.2f} "
+                f"with Holm-adjusted one-sided p = {lit_p:.3g}.")
+    if factual_up:
+        sentence += (f" ΔI rises for the factual control instead (d_z = {fact['d_z']:+.2f}, "
+                     f"Holm-adjusted p = {fact['p_holm']:.3g}).")
+    return sentence
 
 
 def results_markdown(report: dict) -> str:
