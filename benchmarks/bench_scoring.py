@@ -1,8 +1,8 @@
 """Scoring speed and agreement: cqa_utils.scoring vs lm-evaluation-harness, same requests.
 
 Both score the same (prefix, continuation) pairs from the benchmark with the embedded
-model in fp32 on CPU. lm-eval gets the start token written into the context, so the two
-see identical token sequences; the report gives tokens/s for each, their ratio, and the
+model in fp32 on CPU. lm-eval gets the start token written into the context and both get
+lm-eval's whitespace split, so the two see identical token sequences; the report gives tokens/s for each, their ratio, and the
 largest difference between the summed log-probs (nats).
 """
 from __future__ import annotations
@@ -18,11 +18,15 @@ def run(n_items: int = 12, batch_size: int = 8) -> dict:
     from cqa_utils.config import load_config
     from cqa_utils.extraction import benchmark_items, build_requests
     from cqa_utils.models import load_model
-    from cqa_utils.scoring import encode_request, logprob_sum, score_requests, start_token_id
+    from cqa_utils.scoring import ScoreRequest, encode_request, logprob_sum, score_requests, start_token_id
 
     cfg = load_config("default")
     model, tokenizer = load_model(cfg.model)
-    requests, _ = build_requests(benchmark_items(cfg)[:n_items], cfg.prompt.template)
+    project_requests, _ = build_requests(benchmark_items(cfg)[:n_items], cfg.prompt.template)
+    # lm-eval moves *all* trailing whitespace of the context (our "\n") into the continuation
+    # and scores it; give both scorers that same split so they score the same tokens.
+    requests = [ScoreRequest(r.key, r.prefix.rstrip(), r.prefix[len(r.prefix.rstrip()):] + r.continuation)
+                for r in project_requests]
     start = start_token_id(tokenizer, cfg.model.start_token)
     tokens = sum(len(c) + len(x) for c, x in (encode_request(tokenizer, r, start) for r in requests))
 
