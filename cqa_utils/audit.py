@@ -301,9 +301,11 @@ def run_audit(cfg, force: bool = False) -> list[Path]:
         write_csv(stage.file("shares.csv"), shares.rename(columns=rename).assign(classifier=cfg.audit.classifier)),
         write_csv(stage.file("shares_hand_labels.csv"), hand.rename(columns=rename)),
     ]
+    import matplotlib.pyplot as plt
+
     from .plots import fig_audit_shares, save_fig
 
     figure = fig_audit_shares(pd.read_csv(written[3]))
     written += save_fig(figure, "fig_audit_shares", stage.path)
-    __import__("matplotlib.pyplot").pyplot.close(figure)
+    plt.close(figure)
     return stage.finish(written, {"records": len(records), "creative": len(creative), "labels": len(labels)})

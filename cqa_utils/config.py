@@ -248,16 +248,17 @@ def load_config(name_or_path: str | Path = "default", overrides: dict[str, Any] 
     chosen = config_path(name_or_path)
     if chosen != default.resolve():
         values = _merge(values, _read_yaml(chosen), str(chosen))
-    values = _merge(values, parse_overrides(overrides), "overrides")
-    hints = _field_types(Config)
-    return Config(**{section: hints[section](**vals) for section, vals in values.items()})
+    return _build(_merge(values, parse_overrides(overrides), "overrides"))
 
 
 def config_from_dict(values: dict, source: str = "config.yaml") -> Config:
     """Rebuild a Config from a saved resolved config (checked like any layer)."""
-    merged = _merge({f.name: {} for f in dataclasses.fields(Config)}, values, source)
+    return _build(_merge({f.name: {} for f in dataclasses.fields(Config)}, values, source))
+
+
+def _build(values: dict) -> Config:
     hints = _field_types(Config)
-    return Config(**{section: hints[section](**vals) for section, vals in merged.items()})
+    return Config(**{section: hints[section](**vals) for section, vals in values.items()})
 
 
 def describe_options() -> str:

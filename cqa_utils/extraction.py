@@ -14,6 +14,7 @@ noise, which is of the size of the effect. Writes, under the output folder:
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -191,9 +192,7 @@ def score_benchmark_file(cfg: Config, benchmark: Path | str, out_dir: Path | str
     checkpoint = Checkpoint("base", 0, None)
     if adapter:
         epoch_file = Path(adapter) / "epoch.json"
-        import json
-
-        epoch = json.loads(epoch_file.read_text())["epoch"] if epoch_file.is_file() else -1
+        epoch = json.loads(epoch_file.read_text())["epoch"] if epoch_file.is_file() else -1  # -1: unknown epoch
         checkpoint = Checkpoint(Path(adapter).name, epoch, check_adapter(Path(adapter)))
     model, tokenizer = _scoring_model(cfg)
     scores, pairs, tokens = score_items(model, tokenizer, items, [checkpoint], template=cfg.prompt.template,
