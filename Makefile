@@ -27,7 +27,7 @@ model: $(STAMP)
 
 reproduce: setup
 	$(BIN)/cqa run --config $(CONFIG) $(if $(RUN),--run $(RUN),)
-	$(BIN)/python -m cqa_utils.report --config $(CONFIG) $(if $(RUN),--run $(RUN),)
+	$(BIN)/cqa report --config $(CONFIG) $(if $(RUN),--run $(RUN),)
 
 test: setup
 	$(BIN)/cqa validate data

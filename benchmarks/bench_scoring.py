@@ -16,7 +16,7 @@ def run(n_items: int = 12, batch_size: int = 8) -> dict:
     from lm_eval.models.huggingface import HFLM
 
     from cqa_utils.config import load_config
-    from cqa_utils.extraction import benchmark_items, build_requests
+    from cqa_utils.stages.logprobs import benchmark_items, build_requests
     from cqa_utils.models import load_model
     from cqa_utils.scoring import ScoreRequest, encode_request, logprob_sum, score_requests, start_token_id
 

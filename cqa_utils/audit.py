@@ -1,8 +1,8 @@
 """Craft / audience / reality audit of public alignment data (paper finding 2).
 
-Driven by notebook 01_data_audit.ipynb. Reads the public datasets (``audit_sources``),
-``data/audit/taxonomy.yaml`` and the hand labels ``data/audit/labels.jsonl``; writes
-nothing itself (the notebook saves the frames it returns). Two classifiers label each
+Driven by notebook 01 through :mod:`cqa_utils.stages.data_audit`. Reads the public datasets
+(``audit_sources``), ``data/audit/taxonomy.yaml`` and the hand labels
+``data/audit/labels.jsonl``; writes nothing itself (the stage saves the frames it returns). Two classifiers label each
 record craft/audience/reality: a transparent cue-regex one (``classify_rules``) and a
 TF-IDF + logistic-regression one trained on the hand labels (``classify_learned``).
 Both are scored against the hand labels (``agreement``), the learned one only out of fold.
@@ -13,13 +13,12 @@ import math
 import re
 from pathlib import Path
 
-from .audit_sources import (SOURCES, creative_rule, creative_slice, default_local_root,  # noqa: F401
-                            draw_label_sample, load_all, load_source, read_jsonl, slice_sizes)
+from .audit_sources import load_source
+from .data import Annotation, read_jsonl
 
 LABELS = ("craft", "audience", "reality")
 DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "audit"
 LABEL_KEYS = ("dataset", "record_id", "instruction_excerpt", *LABELS, "rationale")
-COT_TYPES = ("intent", "audience", "reality", "craft")
 
 
 def load_taxonomy(path: Path | None = None) -> dict:
@@ -80,17 +79,17 @@ def load_labels(path: Path | None = None):
     """The hand labels; a missing key or a non-0/1 label names the file and line."""
     import pandas as pd
     path = Path(path) if path is not None else DATA_DIR / "labels.jsonl"
-    rows = read_jsonl(path)
-    for rec in rows:
-        where = f"{path}:{rec['_line']}"
+    rows = []
+    for number, rec in read_jsonl(path):
+        where = f"{path}:{number}"
         missing = [k for k in LABEL_KEYS if k not in rec]
         if missing:
             raise ValueError(f"{where}: missing field(s) {missing}")
         for k in LABELS:
             if rec[k] not in (0, 1):
                 raise ValueError(f"{where}: field {k!r} must be 0 or 1, got {rec[k]!r}")
-        rec["record_id"] = str(rec["record_id"])
-    return pd.DataFrame(rows).drop(columns="_line")
+        rows.append(dict(rec, record_id=str(rec["record_id"])))
+    return pd.DataFrame(rows)
 
 
 def attach_text(labels, local_root: Path | None = None):
@@ -196,7 +195,7 @@ def type_shares(df_labelled, by: str | None = "dataset", labels=LABELS, confiden
     """Share of records teaching each constraint type, per group, with Wilson intervals.
 
     Returns:
-        Long DataFrame: <by>, label, n, k, share, lo, hi (shares as fractions in [0, 1]).
+        Long DataFrame: <by>, label, n, k, share, ci_low, ci_high (fractions in [0, 1]).
     """
     import pandas as pd
     groups = df_labelled.groupby(by, sort=False) if by else [("all", df_labelled)]
@@ -206,106 +205,34 @@ def type_shares(df_labelled, by: str | None = "dataset", labels=LABELS, confiden
             k, n = int(g[name].sum()), len(g)
             lo, hi = wilson_interval(k, n, confidence)
             rows.append({by or "group": key, "label": name, "n": n, "k": k,
-                         "share": k / n if n else float("nan"), "lo": lo, "hi": hi})
+                         "share": k / n if n else float("nan"), "ci_low": lo, "ci_high": hi})
     return pd.DataFrame(rows)
 
 
-def annotation_records(path: Path):
+def annotation_frame(annotations: list[Annotation]):
     """The project's CoT annotations in the audit's record shape (dataset "cqa_annotations").
 
     instruction = context + passage; response = the CoT step texts + judgment summary.
-    A light reader on purpose (audit.py imports nothing else from cqa_utils); full schema
-    checks live in cqa_utils.data.load_annotations.
+    Takes records already checked by :func:`cqa_utils.data.load_annotations`.
     """
     import pandas as pd
-    path = Path(path)
-    rows = []
-    for rec in read_jsonl(path):
-        where = f"{path}:{rec['_line']}"
-        for key in ("id", "passage", "cot", "judgment"):
-            if key not in rec:
-                raise ValueError(f"{where}: missing field {key!r}")
-        steps = rec["cot"]
-        if not isinstance(steps, list) or any(
-                not isinstance(s, dict) or s.get("type") not in COT_TYPES for s in steps):
-            raise ValueError(f"{where}: field 'cot' must be a list of {{type, text}} with "
-                             f"type in {list(COT_TYPES)}")
-        summary = (rec["judgment"] or {}).get("summary", "")
-        rows.append(dict(
-            dataset="cqa_annotations", record_id=str(rec["id"]),
-            instruction="\n\n".join(x for x in (rec.get("context", ""), rec["passage"]) if x),
-            response="\n\n".join([s.get("text", "") for s in steps] + [summary]),
-            category=rec.get("genre", ""), rubric=""))
+
+    rows = [dict(dataset="cqa_annotations", record_id=ann.id,
+                 instruction="\n\n".join(x for x in (ann.context, ann.passage) if x),
+                 response="\n\n".join([s.text for s in ann.cot] + [ann.judgment.summary]),
+                 category=ann.genre, rubric="")
+            for ann in annotations]
     return pd.DataFrame(rows)
 
 
-def classify_annotations(path: Path, taxonomy: dict):
+def classify_annotations(annotations: list[Annotation], taxonomy: dict):
     """The rule classifier applied to our own CoT annotations, for contrast with public data."""
-    ann = annotation_records(path)
-    return classify_rules(ann, taxonomy)
+    return classify_rules(annotation_frame(annotations), taxonomy)
 
 
-
-def _capped(df, cap: int | None, seed: int):
+def capped(df, cap: int | None, seed: int):
     """At most ``cap`` records per dataset, drawn with a fixed seed (smoke runs)."""
     if not cap:
         return df
     shuffled = df.sample(frac=1.0, random_state=seed)
     return shuffled.groupby("dataset", sort=False).head(cap).sort_index()
-
-
-def run_audit(cfg, force: bool = False) -> list[Path]:
-    """Stage 01: slice, classify and measure public data; returns the files written.
-
-    Writes ``results/<run>/01_data_audit/``: ``slice_sizes.csv``, ``predictions.csv``
-    (every creative record with its labels and the cues that fired), ``agreement.csv``
-    (both classifiers against the hand labels), ``shares.csv`` (headline classifier,
-    per dataset, plus our annotations), ``shares_hand_labels.csv`` and the shares figure.
-    """
-    import pandas as pd
-
-    from .runs import open_stage, write_csv
-
-    stage = open_stage(cfg, "01", force)
-    if stage.skipped:
-        return stage.outputs()
-    root = cfg.resolve_path(cfg.audit.local_root) if cfg.audit.source == "local" else None
-    names = list(cfg.audit.datasets) or list(SOURCES)
-    unknown = sorted(set(names) - set(SOURCES))
-    if unknown:
-        raise ValueError(f"audit.datasets: unknown {unknown}; registered: {sorted(SOURCES)}")
-    records = pd.concat([load_source(n, cfg.audit.source, root) for n in names], ignore_index=True)
-    records = _capped(records, cfg.audit.max_records_per_dataset, cfg.run.seed)
-    creative = creative_slice(records)
-    taxonomy = load_taxonomy()
-    labels = load_labels()
-    labels = attach_text(labels[labels.dataset.isin(names)].reset_index(drop=True), root)
-
-    by_rules = classify_rules(labels, taxonomy)
-    by_learned = cross_val_predict_learned(labels, seed=cfg.run.seed)
-    agree = pd.concat([agreement(labels, by_rules).assign(classifier="rules"),
-                       agreement(labels, by_learned).assign(classifier="learned (5-fold out of fold)")])
-
-    rules = classify_rules(creative, taxonomy)
-    predicted = rules if cfg.audit.classifier == "rules" else classify_learned(labels, creative, seed=cfg.run.seed)
-    predictions = pd.concat([creative[["dataset", "record_id", "slice_rule", "instruction"]],
-                             predicted.drop(columns=["dataset", "record_id"], errors="ignore")], axis=1)
-    ours = classify_annotations(cfg.resolve_path(cfg.data.annotations), taxonomy)
-    shares = pd.concat([type_shares(predictions), type_shares(ours)], ignore_index=True)
-    hand = type_shares(labels[labels.slice_rule != ""])
-    rename = {"lo": "ci_low", "hi": "ci_high"}
-    written = [
-        write_csv(stage.file("slice_sizes.csv"), slice_sizes(records, creative)),
-        write_csv(stage.file("predictions.csv"), predictions),
-        write_csv(stage.file("agreement.csv"), agree),
-        write_csv(stage.file("shares.csv"), shares.rename(columns=rename).assign(classifier=cfg.audit.classifier)),
-        write_csv(stage.file("shares_hand_labels.csv"), hand.rename(columns=rename)),
-    ]
-    import matplotlib.pyplot as plt
-
-    from .plots import fig_audit_shares, save_fig
-
-    figure = fig_audit_shares(pd.read_csv(written[3]))
-    written += save_fig(figure, "fig_audit_shares", stage.path)
-    plt.close(figure)
-    return stage.finish(written, {"records": len(records), "creative": len(creative), "labels": len(labels)})

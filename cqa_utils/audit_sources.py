@@ -2,8 +2,8 @@
 
 Driven by notebook 01_data_audit.ipynb (through ``cqa_utils.audit``). Writes nothing.
 The registry ``SOURCES`` is data: adding a dataset means adding an entry, not a branch.
-Local copies live in ``../shared/datasets/<name>/`` (see each PROVENANCE.md); the hub ids
-are for online use and are read with ``datasets.load_dataset``.
+Local copies live in ``<audit.local_root>/<name>/`` (default ``../shared/datasets``; see each
+PROVENANCE.md); the hub ids are for online use and are read with ``datasets.load_dataset``.
 
 Field specs are dotted paths into one JSON record: ``"turns.0"`` is the first turn,
 ``"history.*.0"`` every user turn of a history list; a list of specs is joined with a
@@ -11,9 +11,11 @@ blank line, empty parts dropped.
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
+
+from .config import PROJECT_ROOT, AuditConfig
+from .data import read_jsonl
 
 COLUMNS = ["dataset", "record_id", "instruction", "response", "category", "rubric"]
 
@@ -129,28 +131,18 @@ def _get(record, spec: str | list | None) -> str:
     return "\n\n".join(str(v) for v in values if str(v).strip())
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """All records of a JSONL file; errors name the file and line, never a deep traceback."""
+def read_records(path: Path) -> list[dict]:
+    """Every record of a local dataset file, each with its line number under ``_line``.
+
+    Reads with the project's one JSONL reader (``file:line: field: message`` errors); a
+    missing file says where the datasets are expected and how to point elsewhere.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path}: not found. Put the shared datasets at ../shared/datasets next to the "
+            f"{path}: not found. Put the shared datasets at {AuditConfig().local_root} next to the "
             f"project root (see its README.md), pass local_root=, or use source='hub'.")
-    records = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: malformed JSON ({err.msg})") from None
-            if not isinstance(rec, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got "
-                                 f"{type(rec).__name__}")
-            rec["_line"] = lineno
-            records.append(rec)
-    return records
+    return [dict(obj, _line=number) for number, obj in read_jsonl(path)]
 
 
 def _frame(name: str, entry: dict, records: list[dict], where: str):
@@ -202,10 +194,10 @@ def load_source(name: str, source: str = "local", local_root: Path | None = None
         raise ValueError(f"source must be 'local' or 'hub', got {source!r}")
     root = Path(local_root) if local_root is not None else default_local_root()
     path = root / entry["file"]
-    records = read_jsonl(path)
+    records = read_records(path)
     join = entry.get("join")
     if join:
-        other = {str(r.get(join["on"])): r for r in read_jsonl(root / join["file"])}
+        other = {str(r.get(join["on"])): r for r in read_records(root / join["file"])}
         for rec in records:
             match = other.get(str(rec.get(join["on"])))
             rec["_joined"] = match or {}
@@ -214,8 +206,8 @@ def load_source(name: str, source: str = "local", local_root: Path | None = None
 
 
 def default_local_root() -> Path:
-    """../shared/datasets next to the project root (this file is cqa_utils/audit_sources.py)."""
-    return Path(__file__).resolve().parents[2] / "shared" / "datasets"
+    """The config's default ``audit.local_root``, resolved against the project root."""
+    return (PROJECT_ROOT / AuditConfig().local_root).resolve()
 
 
 def load_all(local_root: Path | None = None, names=None):

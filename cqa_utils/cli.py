@@ -1,13 +1,17 @@
-"""The ``cqa`` command line: run the study, validate data, score a benchmark.
+"""The ``cqa`` command line: run the study, train, score a benchmark, publish the results.
 
 Copy-paste examples::
 
     cqa run --config configs/default.yaml                 # the whole study (make reproduce)
     cqa run --config smoke --run try1 --only 02-03        # a slice of the pipeline
     cqa run --config smoke --set train.epochs=1 --force   # override any key, redo finished stages
+    cqa train --config smoke --run try1                   # stage 02 alone, in this process
+    accelerate launch --multi_gpu --num_processes 4 -m cqa_utils.cli train --config paper-qwen2.5-7b
+    ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 -m cqa_utils.cli train --config smoke
     cqa validate data/                                    # schema + leakage checks (CI runs this)
     cqa score --benchmark my_items.jsonl --out scored/    # ΔI for your own items, base model
     cqa score --benchmark my_items.jsonl --adapter results/default/02_finetune/epoch-5 --out scored5/
+    cqa report --config default                           # README results + figures/ from a finished run
     cqa config --show smoke                               # the resolved config
     cqa config --keys                                     # every key, its default and meaning
     cqa build-model                                       # convert + verify the embedded model
@@ -30,17 +34,26 @@ def _parse_set(values: list[str]) -> dict:
     return overrides
 
 
+def _run_options(parser: argparse.ArgumentParser, force: bool = True) -> None:
+    """The options every command that resolves a run shares."""
+    parser.add_argument("--config", default="default", help="config name or YAML path")
+    parser.add_argument("--run", dest="run_name", help="run name (results/<run>/); default from the config")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    if force:
+        parser.add_argument("--force", action="store_true", help="redo stages that already finished")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cqa", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="execute the notebooks in order with papermill")
-    run.add_argument("--config", default="default", help="config name or YAML path")
-    run.add_argument("--run", dest="run_name", help="run name (results/<run>/); default from the config")
+    _run_options(run)
     run.add_argument("--only", help="one stage (03) or a range (02-04)")
-    run.add_argument("--force", action="store_true", help="redo stages that already finished")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+
+    train = sub.add_parser("train", help="stage 02 (fine-tuning) in this process; accelerate/torchrun start one per rank")
+    _run_options(train)
 
     validate = sub.add_parser("validate", help="check annotations and benchmark files (schema, ids, leakage)")
     validate.add_argument("path", nargs="?", default="data", help="data folder (default: data)")
@@ -49,8 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--benchmark", required=True, help="JSONL in the project's benchmark schema")
     score.add_argument("--config", default="default", help="config name or YAML path")
     score.add_argument("--adapter", help="peft adapter folder (default: the base model, epoch 0)")
-    score.add_argument("--out", required=True, help="output folder for scores.csv, pairs.jsonl, tokens.npz")
+    score.add_argument("--out", required=True, help="output folder for scores.csv, pairs.jsonl, tokens.parquet")
     score.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+
+    report = sub.add_parser("report", help="regenerate the README's Results block and figures/ from a finished run")
+    _run_options(report, force=False)
 
     config = sub.add_parser("config", help="show a resolved config or list every key")
     config.add_argument("--show", metavar="CONFIG", help="print the resolved config")
@@ -69,12 +85,24 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def _resolve(args):
+    from .config import load_config
+
+    overrides = _parse_set(args.set) | ({"run.name": args.run_name} if getattr(args, "run_name", None) else {})
+    return load_config(args.config, overrides)
+
+
 def _dispatch(args) -> int:
     if args.command == "run":
         from .pipeline import run_pipeline
 
         results = run_pipeline(args.config, args.run_name, args.only, args.force, _parse_set(args.set))
         print(f"\nfinished {len(results)} notebook(s): " + ", ".join(r.executed.name for r in results))
+    elif args.command == "train":
+        from .stages.finetune import run_finetune
+
+        for name, path in run_finetune(_resolve(args), force=args.force).items():
+            print(f"wrote {name}: {path}")
     elif args.command == "validate":
         from .data import validate_data_dir
 
@@ -82,11 +110,14 @@ def _dispatch(args) -> int:
             print(f"ok  {count:4d} records  {path}")
         print("no leakage between benchmark and annotations")
     elif args.command == "score":
-        from .config import load_config
-        from .extraction import score_benchmark_file
+        from .stages.logprobs import score_benchmark_file
 
-        cfg = load_config(args.config, _parse_set(args.set))
-        for path in score_benchmark_file(cfg, args.benchmark, args.out, adapter=args.adapter):
+        for name, path in score_benchmark_file(_resolve(args), args.benchmark, args.out, adapter=args.adapter).items():
+            print(f"wrote {name}: {path}")
+    elif args.command == "report":
+        from .report import publish
+
+        for path in publish(_resolve(args)):
             print(f"wrote {path}")
     elif args.command == "config":
         from .config import describe_options, load_config

@@ -262,7 +262,7 @@ def _build(values: dict) -> Config:
 
 
 def describe_options() -> str:
-    """Every key with its default and help, for `cqa config --help-keys` and the README."""
+    """Every key with its default and help, for `cqa config --keys` and the README."""
     lines = []
     hints = _field_types(Config)
     for section in dataclasses.fields(Config):

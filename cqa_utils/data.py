@@ -18,6 +18,7 @@ VERDICTS = ("works", "partly", "fails")
 GENRES = ("realist_fiction", "genre_fiction", "poetry", "drama", "childrens", "literary_nonfiction")
 GROUPS = ("literary", "factual")
 LEAKAGE_NGRAM = 8
+TAG_FIELDS = ("topics", "names")  # optional on every record; the no-reuse check compares them
 
 
 class DataError(ValueError):
@@ -58,6 +59,8 @@ class Annotation:
     passage: str
     cot: tuple[CotStep, ...]
     judgment: Judgment
+    topics: tuple[str, ...] = ()  # concrete main subjects, for the no-reuse check against the benchmark
+    names: tuple[str, ...] = ()  # personal names of characters, people or animals in the record
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,8 @@ class BenchmarkItem:
     x_degraded: str | None = None
     degraded_breaks: str | None = None
     pair_id: str | None = None
+    topics: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()
 
 
 class _Checker:
@@ -108,6 +113,14 @@ class _Checker:
         if value and value not in allowed:
             self.fail(prefix + key, f"{value!r} is not one of {list(allowed)}")
         return value
+
+    def strings(self, obj: dict, key: str) -> tuple[str, ...]:
+        """An optional list of non-empty strings (``()`` when the field is absent)."""
+        value = obj.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            self.fail(key, f"must be a list of non-empty strings, got {value!r}")
+            return ()
+        return tuple(value)
 
     def mapping(self, obj: dict, key: str) -> dict:
         value = obj.get(key)
@@ -151,7 +164,8 @@ def _constraints(check: _Checker, obj: dict) -> Constraints:
 
 
 def _parse_annotation(check: _Checker, obj: dict) -> Annotation:
-    check.keys(obj, ("id", "lang", "genre", "context", "constraints", "passage", "cot", "judgment"))
+    check.keys(obj, ("id", "lang", "genre", "context", "constraints", "passage", "cot", "judgment"),
+               optional=TAG_FIELDS)
     steps = obj.get("cot")
     parsed_steps = []
     if not isinstance(steps, list) or not steps:
@@ -177,12 +191,13 @@ def _parse_annotation(check: _Checker, obj: dict) -> Annotation:
         passage=check.text(obj, "passage"), cot=tuple(parsed_steps),
         judgment=Judgment(check.choice(judgment, "verdict", VERDICTS, "judgment.") if judgment else "",
                           check.text(judgment, "summary", "judgment.") if judgment else ""),
+        topics=check.strings(obj, "topics"), names=check.strings(obj, "names"),
     )
 
 
 def _parse_benchmark_item(check: _Checker, obj: dict) -> BenchmarkItem:
     check.keys(obj, ("id", "group", "lang", "context", "constraints", "x"),
-               optional=("x_degraded", "degraded_breaks", "pair_id"))
+               optional=("x_degraded", "degraded_breaks", "pair_id", *TAG_FIELDS))
     group = check.choice(obj, "group", GROUPS)
     has_degraded = "x_degraded" in obj or "degraded_breaks" in obj
     if has_degraded and group == "factual":
@@ -197,6 +212,7 @@ def _parse_benchmark_item(check: _Checker, obj: dict) -> BenchmarkItem:
         x_degraded=check.text(obj, "x_degraded") if "x_degraded" in obj else None,
         degraded_breaks=check.choice(obj, "degraded_breaks", CONSTRAINT_TYPES) if "degraded_breaks" in obj else None,
         pair_id=check.text(obj, "pair_id") if "pair_id" in obj else None,
+        topics=check.strings(obj, "topics"), names=check.strings(obj, "names"),
     )
 
 

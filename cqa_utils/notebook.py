@@ -18,7 +18,6 @@ def open_notebook(config: str, run_name: str = "", overrides: dict | None = None
         print(f"config   : {config}  (overrides: {merged or 'none'})")
         print(f"run dir  : {run_dir(cfg)}")
         print(f"model    : {cfg.model.name}  device={cfg.model.device}  quant={cfg.model.quant}")
-        versions = package_versions(("torch", "transformers", "peft", "accelerate", "bitsandbytes",
-                                     "papermill", "scipy", "pandas", "seaborn"))
+        versions = package_versions()
         print("versions : " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     return cfg

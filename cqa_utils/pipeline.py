@@ -1,7 +1,7 @@
 """Run the study's notebooks in order with papermill.
 
-The notebook list is data (:data:`NOTEBOOKS`); a test fails if it and ``notebooks/``
-disagree. Every notebook gets the same parameters (config, run_name, force, overrides),
+The notebook list is the stage registry (:data:`cqa_utils.registry.STAGES`); a test fails
+if it and ``notebooks/`` disagree. Every notebook gets the same parameters (config, run_name, force, overrides),
 runs on the project's named kernel, and its executed copy is kept under
 ``results/<run>/notebooks/`` even when it fails; a failure names the notebook and cell
 and makes ``cqa run`` (and so ``make``) exit non-zero.
@@ -13,18 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import PROJECT_ROOT, load_config
+from .registry import StageSpec, select
 from .runs import run_dir
 
 KERNEL_NAME = "cqa-companion"
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
-NOTEBOOKS = (
-    ("00", "00_environment_check.ipynb"),
-    ("01", "01_data_audit.ipynb"),
-    ("02", "02_qlora_finetune.ipynb"),
-    ("03", "03_logprob_extraction.ipynb"),
-    ("04", "04_delta_i_statistics.ipynb"),
-    ("05", "05_figures.ipynb"),
-)
 
 
 class NotebookFailed(RuntimeError):
@@ -39,19 +32,6 @@ class StageResult:
     seconds: float
 
 
-def select(only: str | None) -> list[tuple[str, str]]:
-    """Notebooks to run: all, one key (``"03"``) or an inclusive range (``"02-04"``)."""
-    if not only:
-        return list(NOTEBOOKS)
-    first, _, last = only.partition("-")
-    last = last or first
-    keys = [key for key, _ in NOTEBOOKS]
-    for key in (first, last):
-        if key not in keys:
-            raise ValueError(f"--only {only!r}: unknown stage {key!r}; stages: {keys}")
-    return [nb for nb in NOTEBOOKS if first <= nb[0] <= last]
-
-
 def ensure_kernel(kernel: str = KERNEL_NAME) -> None:
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
@@ -64,10 +44,11 @@ def ensure_kernel(kernel: str = KERNEL_NAME) -> None:
         ) from None
 
 
-def run_notebook(key: str, name: str, parameters: dict, out_dir: Path, kernel: str) -> StageResult:
+def run_notebook(spec: StageSpec, parameters: dict, out_dir: Path, kernel: str) -> StageResult:
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
+    key, name = spec.key, spec.notebook
     source = NOTEBOOK_DIR / name
     executed = out_dir / name
     started = time.perf_counter()
@@ -96,4 +77,4 @@ def run_pipeline(config: str = "default", run_name: str | None = None, only: str
     out_dir = run_dir(cfg) / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     parameters = {"config": str(config), "run_name": cfg.run.name, "force": force, "overrides": overrides}
-    return [run_notebook(key, name, parameters, out_dir, kernel) for key, name in select(only)]
+    return [run_notebook(spec, parameters, out_dir, kernel) for spec in select(only)]

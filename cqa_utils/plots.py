@@ -1,6 +1,6 @@
 """One function per figure; each takes data frames (never paths) and returns a Figure.
 
-Driven by notebook 05 (figures) through :func:`cqa_utils.figures.run_figures`, which
+Driven by notebook 05 (figures) through :func:`cqa_utils.stages.figures.run_figures`, which
 saves every figure with :func:`save_fig` as PNG (300 dpi) and PDF under
 ``results/<run>/05_figures/``. Styling lives in :func:`set_style` only; literary and
 factual keep the same colours in every figure. Units: ΔI and Δ(ΔI) in nats (summed over
@@ -15,11 +15,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from .data import GROUPS
 from .runs import atomic_path
+from .stats import MEASURE_COLUMNS
 
 GROUP_COLOURS = {"literary": "#D55E00", "factual": "#0072B2"}  # Okabe–Ito, colour-blind safe
 LABEL_COLOURS = {"craft": "#009E73", "audience": "#E69F00", "reality": "#56B4E9"}
-GROUPS = ("literary", "factual")
 OURS = "cqa_annotations"  # the audit's name for our own CoT annotations
 UNITS = {"sum": "nats", "mean": "nats/token"}
 TOKEN_CMAP = "RdBu"  # blue: more likely after fine-tuning; red: less likely
@@ -79,7 +80,6 @@ def fig_audit_shares(shares: pd.DataFrame):
             "cqa_annotations") are drawn hatched, last, behind a dashed separator.
     """
     plt = _pyplot()
-    shares = shares.rename(columns={"lo": "ci_low", "hi": "ci_high"})
     _require(shares, ["dataset", "label", "n", "share", "ci_low", "ci_high"], "shares")
     datasets = [d for d in pd.unique(shares["dataset"]) if d != OURS]
     datasets += [OURS] if (shares["dataset"] == OURS).any() else []
@@ -143,10 +143,30 @@ def fig_training_loss(log: pd.DataFrame):
     return fig
 
 
+def fig_training_lengths(lengths: pd.DataFrame):
+    """Histogram of tokens per training example: the masked prompt vs the trained target.
+
+    Args:
+        lengths: 02_finetune/lengths.csv (id, prompt_tokens, target_tokens, total_tokens).
+    """
+    import seaborn as sns
+
+    plt = _pyplot()
+    _require(lengths, ["id", "prompt_tokens", "target_tokens"], "lengths")
+    long = lengths.melt(id_vars="id", value_vars=["prompt_tokens", "target_tokens"], var_name="part",
+                        value_name="tokens")
+    fig, ax = plt.subplots(figsize=(6.0, 3.2))
+    sns.histplot(long, x="tokens", hue="part", bins=20, ax=ax)
+    ax.set(xlabel="tokens per example", ylabel="examples",
+           title="Training examples: prompt (masked) vs target (trained)")
+    fig.tight_layout()
+    return fig
+
+
 def fig_paired_delta_i(scores: pd.DataFrame, epoch: int, measure: str = "sum"):
     """Slopegraph: ΔI of each item (variant x) at epoch 0 and at `epoch`, one panel per group."""
     plt = _pyplot()
-    col = {"sum": "delta_i", "mean": "delta_i_mean"}[measure]
+    col = MEASURE_COLUMNS[measure]
     _require(scores, ["item_id", "group", "variant", "epoch", col], "scores")
     _epoch_check(scores, epoch, "scores")
     rows = scores[(scores["variant"] == "x") & scores["epoch"].isin([0, epoch])]
@@ -298,12 +318,17 @@ def token_changes(tokens: pd.DataFrame, item_id: str, epoch: int, variant: str =
 
 
 def pick_items(scores: pd.DataFrame, epoch: int, k: int = 2, group: str = "literary") -> list[str]:
-    """Items of `group` with the largest (first ⌈k/2⌉) and smallest (last ⌊k/2⌋) Δ(ΔI) at `epoch`."""
+    """Items of `group` with the largest (first ⌈k/2⌉) and smallest (last ⌊k/2⌋) Δ(ΔI) at `epoch`.
+
+    Without any item of `group`, the first k items of the scores (so figure f always has text).
+    """
     from .stats import paired_differences
 
     diffs = paired_differences(scores, "sum")
     diffs = diffs[(diffs["group"] == group) & (diffs["epoch"] == epoch)].sort_values("diff", ascending=False)
     ids = diffs["item_id"].tolist()
+    if not ids:
+        return list(scores.loc[scores["variant"] == "x", "item_id"].drop_duplicates()[:k])
     return ids if len(ids) <= k else ids[: math.ceil(k / 2)] + ids[len(ids) - k // 2:]
 
 

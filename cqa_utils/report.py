@@ -1,17 +1,17 @@
-"""The README's Results section, generated from a finished run (``make reproduce``).
+"""The README's Results section, generated from a finished run (``cqa report``, ``make reproduce``).
 
 Reads ``results/<run>/04_stats/stats.json``, rewrites the block between the markers in
-README.md, and copies the run's figures into ``figures/``. The verdict sentence is
-computed from the numbers, so the README never claims more than the run showed.
+README.md, and copies the run's figures (stage 05) into ``figures/``. The verdict sentence
+is computed from the numbers, so the README never claims more than the run showed.
 """
 from __future__ import annotations
 
-import argparse
 import json
+import shutil
 from pathlib import Path
 
-from .config import PROJECT_ROOT, Config, load_config
-from .runs import require_done, write_text
+from .config import PROJECT_ROOT, Config
+from .runs import atomic_path, stage_outputs, write_text
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
@@ -83,24 +83,18 @@ def update_readme(readme: Path, report: dict) -> Path:
     return write_text(readme, f"{head}{BEGIN}\n{results_markdown(report)}\n{END}{tail}")
 
 
+def copy_figures(cfg: Config, dest: Path | str | None = None) -> list[Path]:
+    """Copy the PNG and PDF files of a finished stage 05 into ``dest`` (default: figures/)."""
+    dest = Path(dest) if dest is not None else PROJECT_ROOT / "figures"
+    copied = []
+    for name, path in sorted(stage_outputs(cfg, "05").items()):
+        with atomic_path(dest / name) as tmp:
+            shutil.copyfile(path, tmp)
+        copied.append(dest / name)
+    return copied
+
+
 def publish(cfg: Config, readme: Path = PROJECT_ROOT / "README.md") -> list[Path]:
     """Copy the run's figures into figures/ and regenerate the README's Results block."""
-    from .figures import copy_reference_figures
-
-    report = json.loads((require_done(cfg, "04") / "stats.json").read_text(encoding="utf-8"))
-    return [*copy_reference_figures(cfg), update_readme(readme, report)]
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cqa_utils.report", description=publish.__doc__)
-    parser.add_argument("--config", default="default")
-    parser.add_argument("--run", dest="run_name")
-    args = parser.parse_args(argv)
-    cfg = load_config(args.config, {"run.name": args.run_name} if args.run_name else None)
-    for path in publish(cfg):
-        print(f"wrote {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    report = json.loads(stage_outputs(cfg, "04")["report"].read_text(encoding="utf-8"))
+    return [*copy_figures(cfg), update_readme(readme, report)]

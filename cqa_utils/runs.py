@@ -2,8 +2,9 @@
 
 Stages talk only through files. Each stage directory holds the resolved ``config.yaml``,
 an ``environment.json`` (versions, device, seeds, git commit) and a ``DONE`` marker
-written last, so a crashed stage is never trusted by the next one. Every notebook
-(00–05) opens its stage through :func:`open_stage`.
+written last, so a crashed stage is never trusted by the next one. Every stage
+runner opens its directory through :func:`open_stage` and ends with :meth:`Stage.finish`,
+which records its outputs by name; a later stage asks for them with :func:`stage_outputs`.
 """
 from __future__ import annotations
 
@@ -24,15 +25,8 @@ from typing import Iterator
 import yaml
 
 from .config import PROJECT_ROOT, Config
+from .registry import get_stage
 
-STAGES = {
-    "00": "00_environment",
-    "01": "01_data_audit",
-    "02": "02_finetune",
-    "03": "03_logprobs",
-    "04": "04_stats",
-    "05": "05_figures",
-}
 TRACKED_PACKAGES = (
     "torch", "transformers", "peft", "accelerate", "bitsandbytes", "datasets", "safetensors",
     "gguf", "papermill", "scipy", "pandas", "numpy", "seaborn", "matplotlib", "scikit-learn",
@@ -159,11 +153,8 @@ def environment_record(cfg: Config, extra: dict | None = None) -> dict:
 # --- stages ----------------------------------------------------------------------------
 
 def stage_dir(cfg: Config, stage: str) -> Path:
-    """``results/<run>/<NN_stage>`` for a stage key like ``"03"`` or a full name."""
-    name = STAGES.get(stage, stage)
-    if name not in STAGES.values():
-        raise ValueError(f"unknown stage {stage!r}; stages: {list(STAGES.values())}")
-    return run_dir(cfg) / name
+    """``results/<run>/<NN_stage>`` for a stage key like ``"03"`` or a folder name."""
+    return run_dir(cfg) / get_stage(stage).folder
 
 
 def is_done(path: Path) -> bool:
@@ -177,9 +168,19 @@ def require_done(cfg: Config, stage: str) -> Path:
         state = "is incomplete (no DONE marker: it crashed or is still running)" if path.exists() else "does not exist"
         raise FileNotFoundError(
             f"{path} {state}. Run that stage first: cqa run --config <config> --run {cfg.run.name} "
-            f"--only {path.name[:2]}"
+            f"--only {get_stage(stage).key}"
         )
     return path
+
+
+def stage_outputs(cfg: Config, stage: str) -> dict[str, Path]:
+    """The named outputs of a finished earlier stage (what its runner returned)."""
+    return _read_outputs(require_done(cfg, stage))
+
+
+def _read_outputs(path: Path) -> dict[str, Path]:
+    done = json.loads((path / "DONE").read_text(encoding="utf-8"))
+    return {name: path / relative for name, relative in done["outputs"].items()}
 
 
 @dataclass
@@ -193,9 +194,10 @@ class Stage:
     def file(self, relative: str) -> Path:
         return inside(self.path, relative)
 
-    def finish(self, outputs: list[Path], summary: dict | None = None) -> list[Path]:
-        """Write the DONE marker last, listing the outputs (relative) and a small summary."""
-        rel = sorted(str(Path(p).resolve().relative_to(self.path.resolve())) for p in outputs)
+    def finish(self, outputs: dict[str, Path], summary: dict | None = None) -> dict[str, Path]:
+        """Write the DONE marker last, with the outputs by name (paths relative) and a summary."""
+        root = self.path.resolve()
+        rel = {name: str(Path(p).resolve().relative_to(root)) for name, p in outputs.items()}
         write_json(self.path / "DONE", {
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "outputs": rel,
@@ -203,9 +205,9 @@ class Stage:
         })
         return self.outputs()
 
-    def outputs(self) -> list[Path]:
-        done = json.loads((self.path / "DONE").read_text(encoding="utf-8"))
-        return [self.path / p for p in done["outputs"]]
+    def outputs(self) -> dict[str, Path]:
+        """What the stage wrote, by name, e.g. ``{"scores": .../03_logprobs/scores.csv}``."""
+        return _read_outputs(self.path)
 
 
 def open_stage(cfg: Config, stage: str, force: bool = False, extra_env: dict | None = None) -> Stage:

@@ -55,6 +55,25 @@ def delta_i(logp_cond: float, logp_uncond: float) -> float:
     return logp_cond - logp_uncond
 
 
+def token_delta_i(tokens, item_id: str, epoch: int = 0, variant: str = "x"):
+    """Per-token ΔI of one scored text: log P(x_t | y, x_<t) − log P(x_t | x_<t), in nats.
+
+    Args:
+        tokens: 03_logprobs/tokens.parquet (one row per checkpoint × item × variant ×
+            condition × position).
+    Returns:
+        DataFrame[position, text, logprob_cond, logprob_uncond, delta_i] in token order;
+        its ``delta_i`` sums to the item's ΔI in scores.csv.
+    """
+    one = tokens[(tokens["item_id"] == item_id) & (tokens["epoch"] == epoch) & (tokens["variant"] == variant)]
+    if one.empty:
+        raise ValueError(f"no tokens for item {item_id!r}, epoch {epoch}, variant {variant!r} in tokens.parquet")
+    cond = one[one["condition"] == "cond"].set_index("position")
+    uncond = one[one["condition"] == "uncond"].set_index("position")
+    frame = cond[["text"]].assign(logprob_cond=cond["logprob"], logprob_uncond=uncond["logprob"])
+    return frame.assign(delta_i=frame["logprob_cond"] - frame["logprob_uncond"]).reset_index()
+
+
 def start_token_id(tokenizer, start_token: str | None = None) -> int:
     """The id every scored sequence starts with: explicit token, else BOS, else EOS."""
     token = start_token or tokenizer.bos_token or tokenizer.eos_token
@@ -131,6 +150,25 @@ def score_requests(model, tokenizer, requests: list[ScoreRequest], *, batch_size
                 results[index] = TokenScores(requests[index].key, np.asarray(cont), picked.double().cpu().numpy())
     model.train(was_training)
     return results  # type: ignore[return-value]
+
+
+SANITY_SENTENCES = (
+    "The children walked to school in the morning and came home for lunch at noon.",
+    "She poured the tea, waited for it to cool, and drank it slowly by the window.",
+    "Water boils at a lower temperature on a high mountain than at sea level.",
+)
+MIN_MARGIN_NATS = 1.0  # real sentences beat shuffled ones by ~2-4 nats/token on the embedded model
+
+
+def sanity_check(model, tokenizer, sentences=SANITY_SENTENCES) -> list[dict]:
+    """:func:`sentence_vs_shuffled` on each sentence; raises RuntimeError if any margin is below
+    :data:`MIN_MARGIN_NATS` (a broken conversion or a wrong tokenizer fails here, not in a result)."""
+    checks = [sentence_vs_shuffled(model, tokenizer, s) for s in sentences]
+    failed = [c for c in checks if c["margin_nats_per_token"] < MIN_MARGIN_NATS]
+    if failed:
+        raise RuntimeError(f"the model fails the sentence-vs-shuffled check (margin < {MIN_MARGIN_NATS} "
+                           f"nats/token): {failed}")
+    return checks
 
 
 def sentence_vs_shuffled(model, tokenizer, sentence: str, seed: int = 0) -> dict:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from cqa_utils.config import ModelConfig
-from cqa_utils.extraction import Checkpoint, applied, check_adapter
+from cqa_utils.stages.logprobs import Checkpoint, applied, check_adapter
 from cqa_utils.scoring import ScoreRequest, score_requests
 
 REQUESTS = [ScoreRequest("a", "### Passage\n", "The kettle ticked as it warmed, and the window fogged.")]
@@ -68,7 +68,7 @@ def test_4bit_cpu_path_keeps_lora_gradients_and_base_weights_sound(tmp_path):
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     from cqa_utils.models import load_model
-    from cqa_utils.train import lora_config
+    from cqa_utils.training import lora_config
     from cqa_utils.config import load_config
 
     model, tokenizer = load_model(ModelConfig(device="cpu", quant="nf4"), quantized=True)

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 from cqa_utils import audit as A
+from cqa_utils import audit_sources as S
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+SHARED = S.default_local_root()
 needs_shared = pytest.mark.skipif(
     not SHARED.is_dir(), reason=f"shared datasets not found at {SHARED} (see DESIGN.md, Data)")
 
@@ -36,7 +37,7 @@ def labels():
 @needs_shared
 @pytest.mark.parametrize("name", sorted(PROVENANCE_COUNTS))
 def test_loader_matches_provenance_count_with_unique_ids(name):
-    df = A.load_source(name, local_root=SHARED)
+    df = S.load_source(name, local_root=SHARED)
     assert list(df.columns) == ["dataset", "record_id", "instruction", "response", "category",
                                 "rubric"]
     assert len(df) == PROVENANCE_COUNTS[name]
@@ -46,14 +47,14 @@ def test_loader_matches_provenance_count_with_unique_ids(name):
 
 @needs_shared
 def test_joined_responses_are_present_where_provenance_says():
-    assert (A.load_source("vicuna_bench", local_root=SHARED).response != "").all()
-    assert (A.load_source("oasst_prompt_lottery_en", local_root=SHARED).response != "").all()
-    mt = A.load_source("mt_bench", local_root=SHARED)
+    assert (S.load_source("vicuna_bench", local_root=SHARED).response != "").all()
+    assert (S.load_source("oasst_prompt_lottery_en", local_root=SHARED).response != "").all()
+    mt = S.load_source("mt_bench", local_root=SHARED)
     assert (mt.response != "").sum() == 30  # 30 GPT-4 reference answers (PROVENANCE)
 
 
 def test_registry_covers_every_dataset_of_the_brief():
-    assert set(A.SOURCES) == set(PROVENANCE_COUNTS)
+    assert set(S.SOURCES) == set(PROVENANCE_COUNTS)
 
 
 def test_malformed_jsonl_line_names_file_and_line(tmp_path):
@@ -61,20 +62,20 @@ def test_malformed_jsonl_line_names_file_and_line(tmp_path):
     folder.mkdir()
     (folder / "koala_test_set.jsonl").write_text(
         '{"id": "k0", "prompt": "fine"}\n{"id": "k1", "prompt": broken}\n')
-    with pytest.raises(ValueError, match=r"koala_test_set\.jsonl:2: malformed JSON"):
-        A.load_source("koala_test_set", local_root=tmp_path)
+    with pytest.raises(ValueError, match=r"koala_test_set\.jsonl:2: \(line\): malformed JSON"):
+        S.load_source("koala_test_set", local_root=tmp_path)
 
 
 def test_missing_file_names_path_and_what_to_do(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"koala_test_set\.jsonl.*local_root="):
-        A.load_source("koala_test_set", local_root=tmp_path)
+        S.load_source("koala_test_set", local_root=tmp_path)
 
 
 def test_unknown_source_and_missing_hub_copy_are_clear_errors():
     with pytest.raises(ValueError, match="valid:"):
-        A.load_source("alpaca")
+        S.load_source("alpaca")
     with pytest.raises(ValueError, match="no hub copy"):
-        A.load_source("koala_test_set", source="hub")
+        S.load_source("koala_test_set", source="hub")
 
 
 def test_creative_slice_uses_category_then_regex():
@@ -87,7 +88,7 @@ def test_creative_slice_uses_category_then_regex():
         ("other", "6", "Plot a histogram with matplotlib", ""),
         ("other", "7", "who does lady gaga play in american horror story", ""),
     ], columns=["dataset", "record_id", "instruction", "category"])
-    got = A.creative_slice(df).set_index("record_id").slice_rule.to_dict()
+    got = S.creative_slice(df).set_index("record_id").slice_rule.to_dict()
     assert got == {"1": "category:writing", "3": "dataset:all", "4": "regex:haiku",
                    "5": "regex:story"}
 
@@ -96,7 +97,7 @@ def test_slice_sizes_count_per_dataset():
     df = pd.DataFrame({"dataset": ["a", "a", "b"], "record_id": ["1", "2", "3"],
                        "instruction": ["Write a sonnet", "What is 2+2?", "Sum a list"],
                        "category": ["", "", ""]})
-    sizes = A.slice_sizes(df).set_index("dataset")
+    sizes = S.slice_sizes(df).set_index("dataset")
     assert sizes.loc["a", "n"] == 2 and sizes.loc["a", "n_creative"] == 1
     assert sizes.loc["b", "n_creative"] == 0
 
@@ -177,8 +178,8 @@ def test_type_shares_give_share_and_interval_per_group():
     got = A.type_shares(df).set_index(["dataset", "label"])
     assert got.loc[("a", "craft"), ["n", "k", "share"]].tolist() == [4, 3, 0.75]
     lo, hi = A.wilson_interval(3, 4)
-    assert got.loc[("a", "craft"), "lo"] == pytest.approx(lo)
-    assert got.loc[("b", "craft"), "hi"] == pytest.approx(A.wilson_interval(0, 2)[1])
+    assert got.loc[("a", "craft"), "ci_low"] == pytest.approx(lo)
+    assert got.loc[("b", "craft"), "ci_high"] == pytest.approx(A.wilson_interval(0, 2)[1])
 
 
 @needs_shared
@@ -186,9 +187,9 @@ def test_every_label_resolves_to_a_real_record(labels):
     raw = A.load_labels()
     assert len(raw) >= 210
     assert not raw.duplicated(["dataset", "record_id"]).any()
-    assert set(raw.dataset) == set(A.SOURCES)
+    assert set(raw.dataset) == set(S.SOURCES)
     per_dataset = raw[raw.slice_rule != ""].groupby("dataset").size()
-    pool = A.creative_slice(A.load_all(local_root=SHARED)).groupby("dataset").size()
+    pool = S.creative_slice(S.load_all(local_root=SHARED)).groupby("dataset").size()
     for name, n in per_dataset.items():
         assert n >= min(10, pool[name]), f"{name}: {n} creative labels of {pool[name]}"
     assert len(labels) == len(raw) and labels.instruction.notna().all()
@@ -196,7 +197,7 @@ def test_every_label_resolves_to_a_real_record(labels):
 
 @needs_shared
 def test_labelled_sample_is_the_seeded_draw():
-    drawn = A.draw_label_sample(A.load_all(local_root=SHARED), seed=0)
+    drawn = S.draw_label_sample(S.load_all(local_root=SHARED), seed=0)
     raw = A.load_labels()
     assert list(zip(drawn.dataset, drawn.record_id)) == list(zip(raw.dataset, raw.record_id))
     assert list(drawn.slice_rule) == list(raw.slice_rule)
@@ -218,30 +219,15 @@ def test_learned_classifier_refuses_labels_without_text():
         A.classify_learned(bare, bare)
 
 
-def _annotation(i, **over):
-    rec = {"id": f"a{i}", "lang": "en", "genre": "poem", "context": "A reader aged 8.",
-           "constraints": {"intent": "comfort", "audience": "children", "reality": "home"},
-           "passage": "The cat sat on the warm mat.",
-           "cot": [{"type": "audience", "text": "Young readers need simple words."},
-                   {"type": "craft", "text": "The rhyme is plain."},
-                   {"type": "reality", "text": "A cat on a mat is plausible."}],
-           "judgment": {"verdict": "good", "summary": "Fits its readers."}}
-    rec.update(over)
-    return json.dumps(rec)
+def test_rule_classifier_runs_on_annotation_records(tmp_path, taxonomy):
+    from conftest import annotation, write_jsonl
 
+    from cqa_utils.data import load_annotations
 
-def test_rule_classifier_runs_on_cot_annotations(tmp_path, taxonomy):
-    path = tmp_path / "cot_annotations.jsonl"
-    path.write_text(_annotation(1) + "\n" + _annotation(2) + "\n")
-    out = A.classify_annotations(path, taxonomy)
-    assert list(out.dataset.unique()) == ["cqa_annotations"]
-    assert out[["craft", "audience", "reality"]].sum().tolist() == [2, 2, 2]
-    ann = A.annotation_records(path)
-    assert "Fits its readers." in ann.response[0] and "The cat sat" in ann.instruction[0]
-
-
-def test_bad_cot_annotation_names_file_line_and_field(tmp_path):
-    path = tmp_path / "cot_annotations.jsonl"
-    path.write_text(_annotation(1) + "\n" + _annotation(2, cot=[{"type": "plot"}]) + "\n")
-    with pytest.raises(ValueError, match=r"cot_annotations\.jsonl:2: field 'cot'"):
-        A.annotation_records(path)
+    records = load_annotations(write_jsonl(tmp_path / "ann.jsonl", [annotation(1), annotation(2)]))
+    frame = A.annotation_frame(records)
+    assert list(frame.record_id) == ["t-001", "t-002"]
+    assert "Small physical signs hold the wait." in frame.response[0] and "The kettle ticks" in frame.instruction[0]
+    out = A.classify_annotations(records, taxonomy)
+    assert list(out.dataset.unique()) == ["cqa_annotations"] and len(out) == 2
+    assert set(out[list(A.LABELS)].stack().unique()) <= {0, 1}

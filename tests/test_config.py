@@ -62,5 +62,12 @@ def test_missing_config_lists_known_names():
         load_config("no-such-config")
 
 
-def test_every_key_has_help():
-    assert all(": " in line for line in describe_options().splitlines())
+def test_config_keys_list_every_field_once_with_default_help_and_choices():
+    from cqa_utils.config import Config
+
+    lines = describe_options().splitlines()
+    expected = [f"{section}.{key}" for section, values in Config().to_dict().items() for key in values]
+    assert [line.split(" = ")[0] for line in lines] == expected
+    assert "train.epochs = 5: training epochs; one adapter is saved after each" in lines
+    assert "model.device = 'auto': where the model runs (one of ['auto', 'cpu', 'cuda'])" in lines
+    assert all(line.split(": ", 1)[1].strip() for line in lines)  # every key has help text

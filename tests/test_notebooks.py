@@ -4,13 +4,14 @@ import json
 import nbformat
 import pytest
 
-from cqa_utils.pipeline import NOTEBOOK_DIR, NOTEBOOKS, NotebookFailed, run_pipeline, select
+from cqa_utils.pipeline import NOTEBOOK_DIR, NotebookFailed, run_pipeline
+from cqa_utils.registry import STAGES
 
 NOTEBOOK_FILES = sorted(p.name for p in NOTEBOOK_DIR.glob("*.ipynb"))
 
 
-def test_pipeline_list_and_notebook_folder_agree():
-    assert [name for _, name in NOTEBOOKS] == NOTEBOOK_FILES
+def test_stage_registry_and_notebook_folder_agree():
+    assert [spec.notebook for spec in STAGES] == NOTEBOOK_FILES
 
 
 @pytest.mark.parametrize("name", NOTEBOOK_FILES)
@@ -27,21 +28,13 @@ def test_notebook_is_committed_clean_with_one_parameters_cell(name):
     assert nb.metadata.kernelspec.name == "cqa-companion"
 
 
-def test_only_selects_a_range_and_rejects_unknown_stages():
-    assert [k for k, _ in select("02-04")] == ["02", "03", "04"]
-    assert [k for k, _ in select("03")] == ["03"]
-    with pytest.raises(ValueError, match="unknown stage '09'"):
-        select("09")
-
-
 @pytest.mark.slow
 def test_smoke_pipeline_runs_every_notebook(tmp_path):
     results = run_pipeline("smoke", overrides={"run.results_dir": str(tmp_path)})
     assert [r.executed.name for r in results] == NOTEBOOK_FILES
     run = tmp_path / "smoke"
-    for key, _ in NOTEBOOKS:
-        done = [p for p in run.iterdir() if p.name.startswith(key) and (p / "DONE").is_file()]
-        assert done, f"stage {key} wrote no DONE marker"
+    for spec in STAGES:
+        assert (run / spec.folder / "DONE").is_file(), f"stage {spec.key} wrote no DONE marker"
     # A second run is a no-op for every stage: nothing is recomputed.
     before = {p: p.stat().st_mtime_ns for p in run.rglob("DONE")}
     run_pipeline("smoke", overrides={"run.results_dir": str(tmp_path)})

@@ -68,7 +68,7 @@ def make_shares(seed: int = 0) -> pd.DataFrame:
         frames.append(pd.DataFrame({"dataset": dataset, "craft": rng.random(n) < 0.6,
                                     "audience": rng.random(n) < 0.2, "reality": rng.random(n) < 0.1}))
     shares = type_shares(pd.concat(frames, ignore_index=True))
-    return shares.rename(columns={"lo": "ci_low", "hi": "ci_high"}).assign(classifier="rules")
+    return shares.assign(classifier="rules")
 
 
 def make_log(steps: int = 12, epochs: int = 2) -> pd.DataFrame:
@@ -183,9 +183,15 @@ def test_dz_interval_is_the_stated_approximation():
     assert all(np.isnan(dz_interval(0.5, None)))
 
 
+FIGURES = ("fig_a_audit_shares", "fig_b_training_loss", "fig_c_paired_delta_i", "fig_d_delta_delta_by_epoch",
+           "fig_e_effect_sizes", "fig_f_token_surprise", "fig_g_metric_check")
+
+
 def test_run_figures_writes_every_figure_and_copies_them(tmp_path, monkeypatch):
-    from cqa_utils import figures, runs
+    from cqa_utils import report as rep
+    from cqa_utils import runs
     from cqa_utils.config import load_config
+    from cqa_utils.stages import figures
     from cqa_utils.stats import stats_report
 
     monkeypatch.setattr(runs, "git_commit", lambda: None)
@@ -193,28 +199,29 @@ def test_run_figures_writes_every_figure_and_copies_them(tmp_path, monkeypatch):
                                 "stats.headline_epoch": 5})  # beyond the 2 scored epochs
     scores = make_scores(3)
     report = stats_report(scores, n_boot=100, n_perm=100)
-    files = {"01": {"shares.csv": make_shares()}, "02": {"train_log.csv": make_log()},
-             "03": {"scores.csv": scores}, "04": {"stats.csv": pd.DataFrame(report["stats_table"])}}
+    files = {"01": {"shares": make_shares()}, "02": {"train_log": make_log()},
+             "03": {"scores": scores}, "04": {"stats": pd.DataFrame(report["stats_table"])}}
     for key, frames in files.items():
         stage = runs.open_stage(cfg, key)
-        written = [runs.write_csv(stage.file(name), frame) for name, frame in frames.items()]
+        written = {name: runs.write_csv(stage.file(f"{name}.csv"), frame) for name, frame in frames.items()}
         if key == "03":
             make_tokens(scores).to_parquet(stage.file("tokens.parquet"), index=False)
-            written.append(stage.file("tokens.parquet"))
+            written["tokens"] = stage.file("tokens.parquet")
         if key == "04":
-            written.append(runs.write_json(stage.file("stats.json"), report))
+            written["report"] = runs.write_json(stage.file("stats.json"), report)
         stage.finish(written)
     paths = figures.run_figures(cfg)
-    assert sorted(p.name for p in paths) == sorted(f"{n}.{e}" for n in figures.FIGURE_NAMES for e in ("png", "pdf"))
+    assert sorted(paths) == sorted(f"{n}.{e}" for n in FIGURES for e in ("png", "pdf"))
+    assert all(path.name == name for name, path in paths.items())
     done = json.loads((runs.stage_dir(cfg, "05") / "DONE").read_text())
     assert done["summary"]["epoch"] == 2
-    assert sorted(figures.run_figures(cfg)) == sorted(paths)  # finished stage: a no-op returning its outputs
-    copied = figures.copy_reference_figures(cfg, tmp_path / "figures")
+    assert figures.run_figures(cfg) == paths  # finished stage: a no-op returning its outputs
+    copied = rep.copy_figures(cfg, tmp_path / "figures")
     assert len(copied) == 14 and all(p.stat().st_size > 0 for p in copied)
 
 
 def test_figure_epoch_falls_back_to_the_last_scored_epoch():
-    from cqa_utils.figures import figure_epoch
+    from cqa_utils.stages.figures import figure_epoch
 
     scores = make_scores(2)
     assert figure_epoch(scores, 5) == 2 and figure_epoch(scores, 1) == 1

@@ -36,6 +36,17 @@ def test_continuation_tokens_are_identical_after_either_prefix(embedded, templat
         assert conts[0] == conts[1] == tokenizer(text, add_special_tokens=False).input_ids
 
 
+@pytest.mark.parametrize("template", sorted(TEMPLATES))
+def test_encoding_prefix_and_x_together_gives_the_same_tail_as_apart(embedded, template):
+    """The scorer encodes prefix and x apart; that must equal what the model sees for the joined text."""
+    _, tokenizer = embedded
+    for text in ("The ferry nosed out.", "“Quoted” opening — and 3.5 km\nsecond line", "lower-case start"):
+        for prefix in scoring_prefixes(item(), template).values():
+            joint = tokenizer(prefix + text, add_special_tokens=False).input_ids
+            apart = tokenizer(prefix, add_special_tokens=False).input_ids + tokenizer(text, add_special_tokens=False).input_ids
+            assert joint == apart, (template, prefix[-20:], text)
+
+
 def test_training_text_masks_nothing_of_the_target_and_ends_with_the_verdict():
     raw = annotation(1)
     ann = Annotation(raw["id"], "en", raw["genre"], raw["context"], Constraints(**raw["constraints"]), raw["passage"],

@@ -6,8 +6,8 @@ from conftest import annotation, benchmark_item, write_jsonl
 from cqa_utils.cli import main as cqa
 from cqa_utils.config import load_config
 from cqa_utils.data import DataError
-from cqa_utils.extraction import run_scoring
 from cqa_utils.runs import open_stage, stage_dir
+from cqa_utils.stages.logprobs import run_logprobs
 
 SCORE_COLUMNS = ["item_id", "group", "variant", "checkpoint", "epoch", "n_tokens", "logp_cond", "logp_uncond",
                  "delta_i", "delta_i_mean"]
@@ -19,7 +19,7 @@ def base_only(tmp_path):
     bench = write_jsonl(tmp_path / "bench.jsonl", [benchmark_item(1), benchmark_item(2, "factual")])
     overrides = {"run.results_dir": str(tmp_path / "results"), "run.name": "r", "data.benchmark": str(bench)}
     cfg = load_config("smoke", overrides)
-    open_stage(cfg, "02").finish([])
+    open_stage(cfg, "02").finish({})
     return cfg, overrides
 
 
@@ -27,7 +27,7 @@ def test_bad_benchmark_stops_scoring_before_any_output(base_only, tmp_path):
     cfg, overrides = base_only
     bad = write_jsonl(tmp_path / "bad.jsonl", [benchmark_item(1), benchmark_item(2, id="lit-01")])
     with pytest.raises(DataError, match=r"bad.jsonl:2: id: duplicate id"):
-        run_scoring(load_config("smoke", {**overrides, "data.benchmark": str(bad)}))
+        run_logprobs(load_config("smoke", {**overrides, "data.benchmark": str(bad)}))
     assert not stage_dir(cfg, "03").exists()
 
 
@@ -44,15 +44,37 @@ def test_leaking_benchmark_item_is_refused_by_validate(tmp_path, capsys):
 def test_asking_for_an_untrained_epoch_names_the_saved_ones(base_only):
     _, overrides = base_only
     with pytest.raises(ValueError, match=r"epoch\(s\) \[7\], which were never trained; saved epochs .*: \[\]"):
-        run_scoring(load_config("smoke", {**overrides, "score.epochs": [7]}))
+        run_logprobs(load_config("smoke", {**overrides, "score.epochs": [7]}))
 
 
 def test_same_config_and_seed_give_the_same_delta_i_table(base_only):
     cfg, _ = base_only
-    first = pd.read_csv(run_scoring(cfg)[0].parent / "scores.csv")
-    second = pd.read_csv(run_scoring(cfg, force=True)[0].parent / "scores.csv")
+    first = pd.read_csv(run_logprobs(cfg)["scores"])
+    second = pd.read_csv(run_logprobs(cfg, force=True)["scores"])
     assert list(first.columns) == SCORE_COLUMNS
     pd.testing.assert_frame_equal(first, second, check_exact=True)
+
+
+def test_delta_i_in_scores_csv_is_cond_minus_uncond_of_the_scored_strings(base_only, embedded):
+    """Re-score two rows of pairs.jsonl one at a time; swapping cond and uncond would flip the sign."""
+    import json
+
+    from cqa_utils.scoring import ScoreRequest, logprob_sum, score_requests
+
+    cfg, _ = base_only
+    outputs = run_logprobs(cfg)
+    scores = pd.read_csv(outputs["scores"]).set_index(["item_id", "variant"])
+    pairs = [json.loads(line) for line in outputs["pairs"].read_text().splitlines()]
+    rows = {p["condition"]: p for p in pairs if p["item_id"] == "lit-01" and p["variant"] == "x"}
+    model, tokenizer = embedded
+    logp = {c: logprob_sum(score_requests(model, tokenizer, [ScoreRequest(c, r["prefix"], r["continuation"])],
+                                          start_token=cfg.model.start_token, progress=False)[0])
+            for c, r in rows.items()}
+    row = scores.loc[("lit-01", "x")]
+    assert row["logp_cond"] == pytest.approx(logp["cond"], abs=5e-5)  # fp32 floor for other batch shapes
+    assert row["logp_uncond"] == pytest.approx(logp["uncond"], abs=5e-5)
+    assert row["delta_i"] == pytest.approx(logp["cond"] - logp["uncond"], abs=1e-4)
+    assert abs(row["delta_i"]) > 1e-3  # the constraint block changes the score, so a swap would show
 
 
 def test_cli_score_writes_the_same_files_for_any_benchmark(base_only, tmp_path):
@@ -62,7 +84,7 @@ def test_cli_score_writes_the_same_files_for_any_benchmark(base_only, tmp_path):
     scores = pd.read_csv(out / "scores.csv")
     assert list(scores.columns) == SCORE_COLUMNS and set(scores.variant) == {"x", "x_degraded"}
     assert (out / "pairs.jsonl").is_file() and (out / "tokens.parquet").is_file()
-    reference = pd.read_csv(run_scoring(cfg)[0].parent / "scores.csv")
+    reference = pd.read_csv(run_logprobs(cfg)["scores"])
     pd.testing.assert_frame_equal(scores, reference, check_exact=False, atol=1e-4, rtol=0)
 
 

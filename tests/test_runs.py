@@ -17,16 +17,17 @@ def test_stage_writes_config_environment_and_done_last(cfg):
     assert (stage.path / "config.yaml").is_file() and (stage.path / "environment.json").is_file()
     assert not (stage.path / "DONE").exists()
     out = write_text(stage.file("a.txt"), "x")
-    stage.finish([out])
-    assert json.loads((stage.path / "DONE").read_text())["outputs"] == ["a.txt"]
+    assert stage.finish({"a": out}) == {"a": out}
+    assert json.loads((stage.path / "DONE").read_text())["outputs"] == {"a": "a.txt"}
     env = json.loads((stage.path / "environment.json").read_text())
     assert env["seeds"]["run"] == cfg.run.seed and "torch" in env["packages"]
 
 
 def test_finished_stage_is_skipped_unless_forced(cfg):
     stage = open_stage(cfg, "04")
-    stage.finish([write_text(stage.file("a.txt"), "x")])
-    assert open_stage(cfg, "04").skipped
+    stage.finish({"a": write_text(stage.file("a.txt"), "x")})
+    again = open_stage(cfg, "04")
+    assert again.skipped and again.outputs() == {"a": stage.path / "a.txt"}
     forced = open_stage(cfg, "04", force=True)
     assert not forced.skipped and not (forced.path / "DONE").exists()
 

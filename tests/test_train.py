@@ -13,7 +13,7 @@ from conftest import PROJECT_ROOT, annotation, write_jsonl
 from safetensors.torch import load_file
 
 from cqa_utils.config import load_config
-from cqa_utils.train import IGNORE_INDEX, _callbacks, target_positions, tokenize_examples
+from cqa_utils.training import IGNORE_INDEX, study_callbacks, target_only_trainer, target_positions, tokenize_examples
 
 # bitwise on the same CPU; the bound leaves room for thread-count differences between runs
 RESUME_TOLERANCE = 1e-6
@@ -44,36 +44,36 @@ def test_too_long_examples_are_an_error_not_truncated(embedded, tiny):
         tokenize_examples(load_config("smoke", {**tiny, "train.max_length": 50}), tokenizer, 8192)
 
 
-def test_target_only_logits_give_the_same_loss_as_full_logits(embedded, tiny):
+def test_target_only_trainer_gives_the_same_loss_as_full_logits(embedded, tiny, tmp_path):
+    from transformers import TrainingArguments
+
     model, tokenizer = embedded
     examples = tokenize_examples(load_config("smoke", tiny), tokenizer, 8192)[:3]
     width = max(len(e["input_ids"]) for e in examples)
     ids = torch.tensor([e["input_ids"] + [0] * (width - len(e["input_ids"])) for e in examples])
     labels = torch.tensor([e["labels"] + [IGNORE_INDEX] * (width - len(e["labels"])) for e in examples])
-    mask = (labels != -12345).long()
-    for row, e in enumerate(examples):
-        mask[row, len(e["input_ids"]):] = 0
-    keep = target_positions(labels)
+    mask = torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in examples])
+    trainer = target_only_trainer()(model=model, args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True,
+                                                                        report_to="none"))
     with torch.no_grad():
         full = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        shifted = labels[:, keep + 1]
-        part = model(input_ids=ids, attention_mask=mask, labels=shifted, shift_labels=shifted, logits_to_keep=keep).loss
-    assert len(keep) < width - 1
+        part = trainer.compute_loss(model, {"input_ids": ids, "attention_mask": mask, "labels": labels})
+    assert len(target_positions(labels)) < width - 1  # the head really ran on fewer positions
     assert abs(full.item() - part.item()) < 1e-6
 
 
 def test_non_finite_loss_stops_training_with_a_clear_message(tmp_path):
     class State:
-        global_step, epoch, num_input_tokens_seen, is_world_process_zero = 7, 1.5, 0, True
+        global_step, epoch, num_input_tokens_seen, is_world_process_zero, log_history = 7, 1.5, 0, True, []
 
-    guard = _callbacks(tmp_path, [])[0]
+    guard = study_callbacks(tmp_path)[0]
     guard.on_train_begin(None, State(), None)
     with pytest.raises(FloatingPointError, match=r"loss became nan at step 7 .* last good adapter"):
         guard.on_log(None, State(), None, logs={"loss": math.nan})
 
 
 def train_command(overrides: dict) -> list[str]:
-    args = [sys.executable, "-m", "cqa_utils.train", "--config", "smoke"]
+    args = [sys.executable, "-m", "cqa_utils.cli", "train", "--config", "smoke"]
     for key, value in overrides.items():
         args += ["--set", f"{key}={value}"]
     return args
@@ -113,7 +113,7 @@ def test_killed_training_resumes_and_ends_with_the_same_adapters(tiny, tmp_path)
 
 @pytest.mark.slow
 def test_resuming_with_different_settings_is_refused(tiny, tmp_path):
-    from cqa_utils.train import run_finetune
+    from cqa_utils.stages.finetune import run_finetune
 
     stage = tmp_path / "results" / "tiny" / "02_finetune"
     stage.mkdir(parents=True)

@@ -18,11 +18,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config
-from .data import BenchmarkItem, load_benchmark
-from .prompts import continuation, scoring_prefixes
-from .runs import inside, open_stage, require_done, write_csv, write_jsonl
-from .scoring import ScoreRequest, TokenScores, delta_i, logprob_sum, score_requests
+from ..config import Config
+from ..data import BenchmarkItem, load_benchmark
+from ..prompts import continuation, scoring_prefixes
+from ..runs import atomic_path, inside, open_stage, stage_dir, stage_outputs, write_csv, write_jsonl
+from ..scoring import ScoreRequest, TokenScores, delta_i, logprob_sum, score_requests
 
 CONDITIONS = ("cond", "uncond")
 
@@ -51,7 +51,7 @@ def benchmark_items(cfg: Config, path: Path | str | None = None) -> list[Benchma
 
 
 def build_requests(items: list[BenchmarkItem], template: str) -> tuple[list[ScoreRequest], list[dict]]:
-    """One request per item × variant × condition, and the matching ``pairs.jsonl`` rows."""
+    """One request per item × variant × condition, and the ``pairs.jsonl`` row of each, in one order."""
     requests, pairs = [], []
     for item in items:
         prefixes = scoring_prefixes(item, template)
@@ -68,13 +68,13 @@ def build_requests(items: list[BenchmarkItem], template: str) -> tuple[list[Scor
 
 def trained_checkpoints(cfg: Config) -> list[Checkpoint]:
     """Base + the adapters of stage 02 selected by ``score.epochs`` (all when empty)."""
-    finetune = require_done(cfg, "02")
-    saved = {int(p.name.split("-")[1]): p for p in finetune.glob("epoch-*") if p.is_dir()}
+    outputs = stage_outputs(cfg, "02")
+    saved = {int(name.split("-")[1]): path for name, path in outputs.items() if name.startswith("epoch-")}
     wanted = cfg.score.epochs or sorted(saved)
     missing = [e for e in wanted if e not in saved]
     if missing:
         raise ValueError(f"score.epochs asks for epoch(s) {missing}, which were never trained; "
-                         f"saved epochs in {finetune}: {sorted(saved)}")
+                         f"saved epochs in {stage_dir(cfg, '02')}: {sorted(saved)}")
     return [Checkpoint("base", 0, None)] + [Checkpoint(f"epoch-{e}", e, saved[e]) for e in sorted(wanted)]
 
 
@@ -117,32 +117,40 @@ def score_items(model, tokenizer, items: list[BenchmarkItem], checkpoints: list[
     import pandas as pd
 
     requests, pairs = build_requests(items, template)
-    meta = {p["key"]: p for p in pairs}
     rows, token_rows = [], []
     for checkpoint in checkpoints:
         with applied(model, checkpoint) as scorer:
             results = score_requests(scorer, tokenizer, requests, batch_size=batch_size,
                                      start_token=start_token, desc=f"scoring {checkpoint.name}")
-        by_key = {r.key: r for r in results}
-        for item in items:
-            for variant in ("x", "x_degraded"):
-                cond, uncond = by_key.get(f"{item.id}|{variant}|cond"), by_key.get(f"{item.id}|{variant}|uncond")
-                if cond is None:
-                    continue
-                assert cond.token_ids.tolist() == uncond.token_ids.tolist(), f"{item.id}: x tokenized differently"
-                total = delta_i(logprob_sum(cond), logprob_sum(uncond))
-                rows.append({"item_id": item.id, "group": item.group, "variant": variant,
-                             "checkpoint": checkpoint.name, "epoch": checkpoint.epoch, "n_tokens": cond.n_tokens,
-                             "logp_cond": logprob_sum(cond), "logp_uncond": logprob_sum(uncond),
-                             "delta_i": total, "delta_i_mean": total / cond.n_tokens})
-        token_rows.extend(_token_rows(checkpoint, results, meta, tokenizer))
+        rows.extend(_score_rows(checkpoint, pairs, results))
+        token_rows.extend(_token_rows(checkpoint, results, pairs, tokenizer))
     return pd.DataFrame(rows), pairs, pd.DataFrame(token_rows)
 
 
-def _token_rows(checkpoint: Checkpoint, results: list[TokenScores], meta: dict, tokenizer) -> list[dict]:
+def _score_rows(checkpoint: Checkpoint, pairs: list[dict], results: list[TokenScores]) -> list[dict]:
+    """One scores.csv row per (item, variant): its cond and uncond results side by side.
+
+    ``results`` is in the order of ``pairs`` (score_requests keeps input order), so each
+    result is matched to its item, variant and condition by position.
+    """
+    texts: dict[tuple[str, str], dict] = {}
+    for info, result in zip(pairs, results, strict=True):
+        texts.setdefault((info["item_id"], info["variant"]), {"info": info})[info["condition"]] = result
     rows = []
-    for result in results:
-        info = meta[result.key]
+    for entry in texts.values():
+        info, cond, uncond = entry["info"], entry["cond"], entry["uncond"]
+        assert cond.token_ids.tolist() == uncond.token_ids.tolist(), f"{info['item_id']}: x tokenized differently"
+        total = delta_i(logprob_sum(cond), logprob_sum(uncond))
+        rows.append({"item_id": info["item_id"], "group": info["group"], "variant": info["variant"],
+                     "checkpoint": checkpoint.name, "epoch": checkpoint.epoch, "n_tokens": cond.n_tokens,
+                     "logp_cond": logprob_sum(cond), "logp_uncond": logprob_sum(uncond),
+                     "delta_i": total, "delta_i_mean": total / cond.n_tokens})
+    return rows
+
+
+def _token_rows(checkpoint: Checkpoint, results: list[TokenScores], pairs: list[dict], tokenizer) -> list[dict]:
+    rows = []
+    for info, result in zip(pairs, results, strict=True):
         pieces = tokenizer.convert_ids_to_tokens(result.token_ids.tolist())
         for position, (token_id, piece, logprob) in enumerate(zip(result.token_ids, pieces, result.logprobs)):
             rows.append({"checkpoint": checkpoint.name, "epoch": checkpoint.epoch, "item_id": info["item_id"],
@@ -152,26 +160,24 @@ def _token_rows(checkpoint: Checkpoint, results: list[TokenScores], meta: dict, 
     return rows
 
 
-def write_outputs(out_dir: Path, scores, pairs: list[dict], tokens) -> list[Path]:
-    """scores.csv, pairs.jsonl and tokens.parquet, each written atomically."""
-    from .runs import atomic_path
-
+def write_outputs(out_dir: Path, scores, pairs: list[dict], tokens) -> dict[str, Path]:
+    """scores.csv, pairs.jsonl and tokens.parquet, each written atomically; returned by name."""
     out_dir = Path(out_dir)
-    written = [write_csv(out_dir / "scores.csv", scores), write_jsonl(out_dir / "pairs.jsonl", pairs)]
+    written = {"scores": write_csv(out_dir / "scores.csv", scores), "pairs": write_jsonl(out_dir / "pairs.jsonl", pairs)}
     with atomic_path(out_dir / "tokens.parquet") as tmp:
         tokens.to_parquet(tmp, index=False)
-    return written + [out_dir / "tokens.parquet"]
+    return written | {"tokens": out_dir / "tokens.parquet"}
 
 
 def _scoring_model(cfg: Config):
-    from .models import load_model
+    from ..models import load_model
 
     dtype = "bfloat16" if cfg.score.precision == "bfloat16" else "float32"
     return load_model(cfg.model, dtype=dtype)
 
 
-def run_scoring(cfg: Config, force: bool = False) -> list[Path]:
-    """Score the benchmark on the base model and every trained epoch; returns files written."""
+def run_logprobs(cfg: Config, force: bool = False) -> dict[str, Path]:
+    """Score the benchmark on the base model and every trained epoch; returns files by name."""
     checkpoints = trained_checkpoints(cfg)
     items = benchmark_items(cfg)  # validated before the stage directory exists
     stage = open_stage(cfg, "03", force)
@@ -186,7 +192,7 @@ def run_scoring(cfg: Config, force: bool = False) -> list[Path]:
 
 
 def score_benchmark_file(cfg: Config, benchmark: Path | str, out_dir: Path | str,
-                         adapter: Path | str | None = None) -> list[Path]:
+                         adapter: Path | str | None = None) -> dict[str, Path]:
     """``cqa score``: any benchmark file in the project's schema, base model or one adapter."""
     items = benchmark_items(cfg, benchmark)
     checkpoint = Checkpoint("base", 0, None)

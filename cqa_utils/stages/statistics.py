@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import Config
-from .runs import open_stage, require_done, write_csv, write_json
-from .stats import PAPER_EPOCH5, stats_report
+from ..config import Config
+from ..data import GROUPS
+from ..runs import open_stage, stage_outputs, write_csv, write_json
+from ..stats import PAPER_EPOCH5, stats_report
 
 
 def headline_epoch(cfg: Config, scores) -> int:
@@ -24,7 +25,7 @@ def paper_comparison(table, epoch: int, measure: str = "sum"):
     import pandas as pd
 
     rows = []
-    for group in ("literary", "factual"):
+    for group in GROUPS:
         ours = table[(table.group == group) & (table.epoch == epoch) & (table.measure == measure)]
         paper = PAPER_EPOCH5.get(group, {})
         row = ours.iloc[0] if len(ours) else {}
@@ -36,11 +37,11 @@ def paper_comparison(table, epoch: int, measure: str = "sum"):
     return pd.DataFrame(rows)
 
 
-def run_stats(cfg: Config, force: bool = False) -> list[Path]:
-    """Paired tests, effect sizes, CIs, Holm, selectivity and power; returns files written."""
+def run_statistics(cfg: Config, force: bool = False) -> dict[str, Path]:
+    """Paired tests, effect sizes, CIs, Holm, selectivity and power; returns files by name."""
     import pandas as pd
 
-    scores_path = require_done(cfg, "03") / "scores.csv"
+    scores_path = stage_outputs(cfg, "03")["scores"]
     stage = open_stage(cfg, "04", force)
     if stage.skipped:
         return stage.outputs()
@@ -57,11 +58,11 @@ def run_stats(cfg: Config, force: bool = False) -> list[Path]:
         run={"name": cfg.run.name, "model": cfg.model.name, "epochs_trained": int(scores["epoch"].max()),
              "n_items": {g: int(n) for g, n in scores[scores.epoch == 0].groupby("group")["item_id"].nunique().items()}},
     )
-    written = [
-        write_csv(stage.file("stats.csv"), table),
-        write_csv(stage.file("selectivity.csv"), pd.DataFrame(report["selectivity"])),
-        write_csv(stage.file("power.csv"), pd.DataFrame(report["power"])),
-        write_csv(stage.file("paper_comparison.csv"), comparison),
-        write_json(stage.file("stats.json"), report),
-    ]
-    return stage.finish(written, {"headline_epoch": epoch})
+    outputs = {
+        "stats": write_csv(stage.file("stats.csv"), table),
+        "selectivity": write_csv(stage.file("selectivity.csv"), pd.DataFrame(report["selectivity"])),
+        "power": write_csv(stage.file("power.csv"), pd.DataFrame(report["power"])),
+        "paper_comparison": write_csv(stage.file("paper_comparison.csv"), comparison),
+        "report": write_json(stage.file("stats.json"), report),
+    }
+    return stage.finish(outputs, {"headline_epoch": epoch})

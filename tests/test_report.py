@@ -1,0 +1,47 @@
+"""The README's generated Results block: every branch of the verdict sentence, and the table."""
+import pytest
+
+from cqa_utils.report import results_markdown, update_readme, verdict
+
+
+def report(lit_p, lit_d, fact_p, fact_d) -> dict:
+    row = {"paper_n": 20, "paper_p_one_sided": 0.041, "paper_d": 0.5, "epoch": 5, "n": 40,
+           "mean_delta_delta_i": 1.5, "p_one_sided": 0.01, "hedges_g": 0.3, "ci_low": 0.1, "ci_high": 2.0}
+    return {"paper_comparison": [dict(row, group="literary", p_holm=lit_p, d_z=lit_d),
+                                 dict(row, group="factual", p_holm=fact_p, d_z=fact_d)],
+            "run": {"name": "r", "model": "m", "epochs_trained": 5, "n_items": {"literary": 40, "factual": 40}},
+            "headline_epoch": 5, "metric_check": {"n": 40, "k": 29, "p_sign_test": 0.003},
+            "selectivity": [{"epoch": 5, "measure": "sum", "mean_difference": -1.0, "p_permutation": 0.9,
+                             "p_mannwhitney": 0.8}]}
+
+
+@pytest.mark.parametrize("numbers,expected", [
+    ((None, None, 0.5, 0.1), "too small for a test"),
+    ((0.01, 0.6, 0.40, 0.1), "reproduces the direction of the paper's claim"),
+    ((0.01, 0.6, 0.01, 0.5), "rises for both groups"),
+    ((0.01, -0.6, 0.40, 0.1), "does not reproduce the paper's effect: the literary Δ(ΔI) has d_z = -0.60"),
+    ((0.30, 0.2, 0.40, 0.1), "does not reproduce the paper's effect: the literary Δ(ΔI) has d_z = +0.20"),
+    ((0.30, 0.2, 0.002, 0.7), "ΔI rises for the factual control instead (d_z = +0.70"),
+])
+def test_verdict_follows_the_numbers(numbers, expected):
+    sentence = verdict(report(*numbers))
+    assert expected in sentence
+    if numbers[0] is not None and not (numbers[0] < 0.05 and numbers[1] > 0) and numbers[2] >= 0.05:
+        assert "factual control instead" not in sentence
+
+
+def test_results_block_replaces_only_the_text_between_the_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:begin -->\nold\n<!-- results:end -->\noutro\n")
+    update_readme(readme, report(0.3, 0.2, 0.002, 0.7))
+    text = readme.read_text()
+    assert text.startswith("intro\n<!-- results:begin -->\n") and text.endswith("<!-- results:end -->\noutro\n")
+    assert "old" not in text and results_markdown(report(0.3, 0.2, 0.002, 0.7)) in text
+    assert "| literary | 20 | 0.041 | 0.50 | 40 |" in text and "29 of 40" in text
+
+
+def test_missing_markers_are_an_error(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("no markers")
+    with pytest.raises(ValueError, match="markers"):
+        update_readme(readme, report(0.3, 0.2, 0.4, 0.1))
