@@ -8,7 +8,7 @@ Copy-paste examples::
     cqa train --config smoke --run try1                   # stage 02 alone, in this process
     accelerate launch --multi_gpu --num_processes 4 -m cqa_utils.cli train --config paper-qwen2.5-7b
     ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 -m cqa_utils.cli train --config smoke
-    cqa validate data/                                    # schema + leakage checks (CI runs this)
+    cqa validate data/                                    # schema, leakage, benchmark design rules (CI runs this)
     cqa score --benchmark my_items.jsonl --out scored/    # ΔI for your own items, base model
     cqa score --benchmark my_items.jsonl --adapter results/default/02_finetune/epoch-5 --out scored5/
     cqa report --config default                           # README results + figures/ from a finished run
@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="stage 02 (fine-tuning) in this process; accelerate/torchrun start one per rank")
     _run_options(train)
 
-    validate = sub.add_parser("validate", help="check annotations and benchmark files (schema, ids, leakage)")
+    validate = sub.add_parser("validate", help="check annotations and benchmark files (schema, leakage, design rules)")
     validate.add_argument("path", nargs="?", default="data", help="data folder (default: data)")
 
     score = sub.add_parser("score", help="ΔI for every item of a benchmark file")
@@ -104,11 +104,9 @@ def _dispatch(args) -> int:
         for name, path in run_finetune(_resolve(args), force=args.force).items():
             print(f"wrote {name}: {path}")
     elif args.command == "validate":
-        from .data import validate_data_dir
+        from .validation import print_report, validate_data_dir
 
-        for path, count in validate_data_dir(args.path).items():
-            print(f"ok  {count:4d} records  {path}")
-        print("no leakage between benchmark and annotations")
+        print_report(validate_data_dir(args.path))
     elif args.command == "score":
         from .stages.logprobs import score_benchmark_file
 

@@ -60,7 +60,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class DataConfig:
     annotations: str = _opt("data/annotations/cot_annotations.jsonl", "CoT training annotations")
-    benchmark: str = _opt("data/benchmark/benchmark.jsonl", "held-out (x, y) benchmark")
+    benchmark: str = _opt("data/benchmark/benchmark_v2.jsonl", "held-out (x, y) benchmark (v1: benchmark_v1.jsonl)")
     max_annotations: int | None = _opt(None, "use only the first N annotations (smoke runs)")
     max_items_per_group: int | None = _opt(None, "score only the first N items of each group")
 
@@ -109,6 +109,14 @@ class ScoreConfig:
     batch_size: int = _opt(8, "sequences per forward pass (results do not depend on it)")
     precision: str = _opt("float32", "scoring precision; bfloat16 only on CUDA", ("float32", "bfloat16"))
     epochs: list = _opt([], "which trained epochs to score; [] = every saved epoch")
+    mismatched_k: int = _opt(5, "control: also score each x under K other items' constraints (same group); 0 = off")
+    single_slot: bool = _opt(True, "control: also score each x under each slot of its own y alone")
+    controls_at: str = _opt("headline", "checkpoints the controls are scored on: base + headline epoch, or all",
+                            ("headline", "all"))
+
+    def __post_init__(self):
+        if self.mismatched_k < 0:
+            raise ValueError(f"score.mismatched_k={self.mismatched_k} must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,10 @@ class StatsConfig:
     n_boot: int = _opt(10000, "bootstrap resamples for confidence intervals")
     n_perm: int = _opt(10000, "permutations for the literary-vs-factual selectivity test")
     seed: int = _opt(0, "seed of bootstraps and permutations")
+    primary_kind: str = _opt("specific", "pre-declared primary endpoint: the ΔI kind (literary group, headline epoch)",
+                             ("full", "specific", "intent", "audience", "reality"))
+    primary_measure: str = _opt("sum", "primary endpoint's measure: summed nats or nats per token", ("sum", "mean"))
+    equivalence_dz: float = _opt(0.3, "TOST equivalence bound in d_z units (±0.3·sd counts as no effect)")
 
 
 @dataclass(frozen=True)

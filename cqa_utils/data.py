@@ -2,13 +2,13 @@
 
 Every problem in a file is reported with file, line and field (malformed JSON, missing,
 extra, empty or mistyped fields, unknown labels, duplicate ids), all at once, before
-anything is used. ``cqa validate data/`` runs the same checks plus the leakage check.
+anything is used. ``cqa validate data/`` runs the same checks plus the benchmark's design
+rules (:mod:`cqa_utils.validation`).
 Used by notebooks 01–03 and by the ``cqa validate`` and ``cqa score`` commands.
 """
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +17,6 @@ COT_TYPES = (*CONSTRAINT_TYPES, "craft")
 VERDICTS = ("works", "partly", "fails")
 GENRES = ("realist_fiction", "genre_fiction", "poetry", "drama", "childrens", "literary_nonfiction")
 GROUPS = ("literary", "factual")
-LEAKAGE_NGRAM = 8
 TAG_FIELDS = ("topics", "names")  # optional on every record; the no-reuse check compares them
 
 
@@ -35,6 +34,10 @@ class Constraints:
     intent: str
     audience: str
     reality: str
+
+    def text(self) -> str:
+        """The three slots joined: y as plain text, what word overlap is measured against."""
+        return "\n".join((self.intent, self.audience, self.reality))
 
 
 @dataclass(frozen=True)
@@ -241,61 +244,3 @@ def load_annotations(path: Path) -> list[Annotation]:
 def load_benchmark(path: Path) -> list[BenchmarkItem]:
     """Load and validate a benchmark file in the project's schema."""
     return _load(path, _parse_benchmark_item)
-
-
-# --- leakage ---------------------------------------------------------------------------
-
-def normalized_words(text: str) -> list[str]:
-    """Lower-case words with punctuation stripped: what overlap is measured on."""
-    return re.findall(r"[a-z0-9]+(?:'[a-z]+)?", text.lower().replace("’", "'"))
-
-
-def ngrams(text: str, n: int = LEAKAGE_NGRAM) -> set[tuple[str, ...]]:
-    words = normalized_words(text)
-    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
-
-
-def leakage(annotations: list[Annotation], benchmark: list[BenchmarkItem], n: int = LEAKAGE_NGRAM) -> list[str]:
-    """Benchmark texts sharing any normalized n-gram with an annotation's passage, context or CoT."""
-    seen: dict[tuple[str, ...], str] = {}
-    for ann in annotations:
-        for text in (ann.passage, ann.context, *(s.text for s in ann.cot)):
-            for gram in ngrams(text, n):
-                seen.setdefault(gram, ann.id)
-    problems = []
-    for item in benchmark:
-        for field in ("x", "x_degraded"):
-            text = getattr(item, field)
-            hits = [g for g in ngrams(text or "", n) if g in seen]
-            if hits:
-                problems.append(
-                    f"benchmark item {item.id}: {field}: shares {len(hits)} {n}-gram(s) with annotation "
-                    f"{seen[hits[0]]}, e.g. {' '.join(hits[0])!r}"
-                )
-    return problems
-
-
-def validate_data_dir(root: Path) -> dict:
-    """Validate every annotation and benchmark file under ``root`` and check leakage.
-
-    Returns counts per file; raises DataError listing every problem found.
-    """
-    root = Path(root)
-    annotation_files = sorted((root / "annotations").glob("*.jsonl"))
-    benchmark_files = sorted((root / "benchmark").glob("*.jsonl"))
-    if not annotation_files and not benchmark_files:
-        raise FileNotFoundError(f"{root}: no annotations/*.jsonl or benchmark/*.jsonl found")
-    problems, counts, annotations, items = [], {}, [], []
-    for path, loader, bucket in [(p, load_annotations, annotations) for p in annotation_files] + \
-                                [(p, load_benchmark, items) for p in benchmark_files]:
-        try:
-            records = loader(path)
-        except DataError as err:
-            problems.extend(err.problems)
-            continue
-        bucket.extend(records)
-        counts[str(path)] = len(records)
-    problems.extend(leakage(annotations, items))
-    if problems:
-        raise DataError(problems)
-    return counts

@@ -17,7 +17,7 @@ import pandas as pd
 
 from .data import GROUPS
 from .runs import atomic_path
-from .stats import MEASURE_COLUMNS
+from .controls import delta_column
 
 GROUP_COLOURS = {"literary": "#D55E00", "factual": "#0072B2"}  # Okabe–Ito, colour-blind safe
 LABEL_COLOURS = {"craft": "#009E73", "audience": "#E69F00", "reality": "#56B4E9"}
@@ -35,7 +35,7 @@ def set_style() -> None:
                       "legend.fontsize": 8, "legend.frameon": False})
 
 
-def _pyplot():
+def styled_pyplot():
     """pyplot with the style applied; imported late so `import cqa_utils` stays fast."""
     import matplotlib.pyplot as plt
 
@@ -54,7 +54,7 @@ def save_fig(fig, name: str, out_dir: Path | str) -> list[Path]:
     return paths
 
 
-def _require(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+def require_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(f"{what} lacks column(s) {missing}; expected {list(columns)}")
@@ -66,7 +66,7 @@ def _epoch_check(frame: pd.DataFrame, epoch: int, what: str) -> None:
         raise ValueError(f"epoch={epoch} is not in {what}; epochs there: {have}")
 
 
-def _groups(frame: pd.DataFrame) -> list[str]:
+def ordered_groups(frame: pd.DataFrame) -> list[str]:
     present = list(pd.unique(frame["group"]))
     return [g for g in GROUPS if g in present] + [g for g in present if g not in GROUPS]
 
@@ -79,8 +79,8 @@ def fig_audit_shares(shares: pd.DataFrame):
             audit.type_shares' ``lo``/``hi`` are accepted too. Our annotations (dataset
             "cqa_annotations") are drawn hatched, last, behind a dashed separator.
     """
-    plt = _pyplot()
-    _require(shares, ["dataset", "label", "n", "share", "ci_low", "ci_high"], "shares")
+    plt = styled_pyplot()
+    require_columns(shares, ["dataset", "label", "n", "share", "ci_low", "ci_high"], "shares")
     datasets = [d for d in pd.unique(shares["dataset"]) if d != OURS]
     datasets += [OURS] if (shares["dataset"] == OURS).any() else []
     labels = [lab for lab in LABEL_COLOURS if lab in set(shares["label"])]
@@ -118,8 +118,8 @@ def fig_training_loss(log: pd.DataFrame):
         log: 02_finetune/train_log.csv (step, epoch, loss, lr, ...); ``epoch`` is the
             trainer's fractional epoch, so step rows with epoch in (k−1, k] belong to k.
     """
-    plt = _pyplot()
-    _require(log, ["step", "epoch", "loss", "lr"], "train_log")
+    plt = styled_pyplot()
+    require_columns(log, ["step", "epoch", "loss", "lr"], "train_log")
     log = log.sort_values("step")
     fig, ax = plt.subplots(figsize=(6.0, 3.4))
     ax.plot(log["step"], log["loss"], color="0.55", linewidth=1, label="loss per step")
@@ -151,8 +151,8 @@ def fig_training_lengths(lengths: pd.DataFrame):
     """
     import seaborn as sns
 
-    plt = _pyplot()
-    _require(lengths, ["id", "prompt_tokens", "target_tokens"], "lengths")
+    plt = styled_pyplot()
+    require_columns(lengths, ["id", "prompt_tokens", "target_tokens"], "lengths")
     long = lengths.melt(id_vars="id", value_vars=["prompt_tokens", "target_tokens"], var_name="part",
                         value_name="tokens")
     fig, ax = plt.subplots(figsize=(6.0, 3.2))
@@ -165,12 +165,12 @@ def fig_training_lengths(lengths: pd.DataFrame):
 
 def fig_paired_delta_i(scores: pd.DataFrame, epoch: int, measure: str = "sum"):
     """Slopegraph: ΔI of each item (variant x) at epoch 0 and at `epoch`, one panel per group."""
-    plt = _pyplot()
-    col = MEASURE_COLUMNS[measure]
-    _require(scores, ["item_id", "group", "variant", "epoch", col], "scores")
+    plt = styled_pyplot()
+    col = delta_column("full", measure)
+    require_columns(scores, ["item_id", "group", "variant", "epoch", col], "scores")
     _epoch_check(scores, epoch, "scores")
     rows = scores[(scores["variant"] == "x") & scores["epoch"].isin([0, epoch])]
-    groups = _groups(rows)
+    groups = ordered_groups(rows)
     fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups) + 0.4, 3.6), squeeze=False)
     for ax, group in zip(axes[0], groups):
         wide = rows[rows["group"] == group].pivot(index="item_id", columns="epoch", values=col)
@@ -189,7 +189,7 @@ def fig_paired_delta_i(scores: pd.DataFrame, epoch: int, measure: str = "sum"):
     return fig
 
 
-def fig_delta_delta_by_epoch(stats_table: pd.DataFrame, measure: str = "sum"):
+def fig_delta_delta_by_epoch(stats_table: pd.DataFrame, measure: str = "sum", kind: str = "full"):
     """Mean Δ(ΔI) per epoch with bootstrap CI bands per group; epoch 0 is 0 by definition.
 
     Markers: filled with * = one-sided Wilcoxon p_holm < 0.05; open = only the
@@ -197,13 +197,14 @@ def fig_delta_delta_by_epoch(stats_table: pd.DataFrame, measure: str = "sum"):
     """
     from matplotlib.lines import Line2D
 
-    plt = _pyplot()
-    _require(stats_table, ["group", "epoch", "measure", "mean", "ci_low", "ci_high",
+    plt = styled_pyplot()
+    require_columns(stats_table, ["group", "epoch", "measure", "mean", "ci_low", "ci_high",
                            "p_one_sided", "p_holm"], "stats_table")
-    table = stats_table[stats_table["measure"] == measure].sort_values("epoch")
+    table = stats_table[(stats_table["measure"] == measure) & (stats_table.get("kind", "full") == kind)]
+    table = table.sort_values("epoch")
     fig, ax = plt.subplots(figsize=(5.6, 3.6))
     ax.axhline(0, color="0.3", linewidth=0.8)
-    for i, group in enumerate(_groups(table)):
+    for i, group in enumerate(ordered_groups(table)):
         sub, colour = table[table["group"] == group], GROUP_COLOURS.get(group, f"C{i}")
         x = np.r_[0, sub["epoch"].to_numpy(float)] + (i - 0.5) * 0.06
         mean = np.r_[0, sub["mean"].to_numpy(float)]
@@ -245,7 +246,7 @@ def _p(p) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
-def fig_effect_sizes(stats_table: pd.DataFrame, paper: dict, epoch: int, measure: str = "sum"):
+def fig_effect_sizes(stats_table: pd.DataFrame, paper: dict, epoch: int, measure: str = "sum", kind: str = "full"):
     """Forest plot: our d_z (with approx. 95 % CI) and Hedges g at `epoch` next to the paper's d.
 
     The CI of d_z is the large-sample approximation d ± 1.96·sqrt(1/n + d²/(2n)), not
@@ -253,12 +254,13 @@ def fig_effect_sizes(stats_table: pd.DataFrame, paper: dict, epoch: int, measure
     paper. The paper reports no n for the factual group, so its point has no CI.
     Args: paper = stats.PAPER_EPOCH5 (or stats.json's "paper_epoch5").
     """
-    plt = _pyplot()
-    _require(stats_table, ["group", "epoch", "measure", "n", "d_z", "hedges_g", "p_one_sided"],
+    plt = styled_pyplot()
+    require_columns(stats_table, ["group", "epoch", "measure", "n", "d_z", "hedges_g", "p_one_sided"],
              "stats_table")
-    table = stats_table[(stats_table["measure"] == measure) & (stats_table["epoch"] == epoch)]
+    table = stats_table[(stats_table["measure"] == measure) & (stats_table["epoch"] == epoch)
+                        & (stats_table.get("kind", "full") == kind)]
     groups = [g for g in GROUPS if g in set(table["group"]) or g in paper]
-    groups += [g for g in _groups(table) if g not in groups]
+    groups += [g for g in ordered_groups(table) if g not in groups]
     fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.8 * len(groups)))
     ticks, names = [], []
 
@@ -299,7 +301,7 @@ def token_changes(tokens: pd.DataFrame, item_id: str, epoch: int, variant: str =
         DataFrame[position, text, base, tuned, change], one row per token of x; base,
         tuned = log P(x_t | prefix) in nats; change = tuned − base (nats).
     """
-    _require(tokens, ["epoch", "item_id", "variant", "condition", "position", "text", "logprob"], "tokens")
+    require_columns(tokens, ["epoch", "item_id", "variant", "condition", "position", "text", "logprob"], "tokens")
     rows = tokens[(tokens["item_id"] == item_id) & (tokens["variant"] == variant)
                   & (tokens["condition"] == condition)]
     if rows.empty:
@@ -322,7 +324,7 @@ def pick_items(scores: pd.DataFrame, epoch: int, k: int = 2, group: str = "liter
 
     Without any item of `group`, the first k items of the scores (so figure f always has text).
     """
-    from .stats import paired_differences
+    from .analysis import paired_differences
 
     diffs = paired_differences(scores, "sum")
     diffs = diffs[(diffs["group"] == group) & (diffs["epoch"] == epoch)].sort_values("diff", ascending=False)
@@ -356,7 +358,7 @@ def fig_token_surprise(tokens: pd.DataFrame, item_id: str | Sequence[str], epoch
     """
     from matplotlib.colors import Normalize
 
-    plt = _pyplot()
+    plt = styled_pyplot()
     ids = [item_id] if isinstance(item_id, str) else list(item_id)
     if not ids:
         raise ValueError("fig_token_surprise needs at least one item_id")
@@ -393,10 +395,10 @@ def fig_token_surprise(tokens: pd.DataFrame, item_id: str | Sequence[str], epoch
 
 def fig_metric_check(scores: pd.DataFrame, epoch: int = 0, measure: str = "sum"):
     """ΔI of intact x vs its degraded rewrite, literary items at `epoch`; above y = x: intact wins."""
-    from .stats import MEASURE_COLUMNS, metric_check
+    from .analysis import metric_check
 
-    plt = _pyplot()
-    col = MEASURE_COLUMNS[measure]
+    plt = styled_pyplot()
+    col = delta_column("full", measure)
     _epoch_check(scores, epoch, "scores")
     check = metric_check(scores, epoch, measure)
     rows = scores[(scores["group"] == "literary") & (scores["epoch"] == epoch)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .data import Annotation, BenchmarkItem, Constraints
+from .data import CONSTRAINT_TYPES, Annotation, BenchmarkItem, Constraints
 
 
 @dataclass(frozen=True)
@@ -52,18 +52,19 @@ def get_template(name: str) -> Template:
     return TEMPLATES[name]
 
 
-def constraint_block(constraints: Constraints) -> str:
-    return (f"Intent: {constraints.intent.strip()}\n"
-            f"Audience: {constraints.audience.strip()}\n"
-            f"Reality: {constraints.reality.strip()}\n")
+def constraint_block(constraints: Constraints, slots: tuple[str, ...] = CONSTRAINT_TYPES) -> str:
+    """One ``Slot: text`` line per slot, in the fixed order intent, audience, reality."""
+    return "".join(f"{slot.capitalize()}: {getattr(constraints, slot).strip()}\n"
+                   for slot in CONSTRAINT_TYPES if slot in slots)
 
 
-def _prefix(template: Template, context: str, constraints: Constraints | None) -> str:
+def _prefix(template: Template, context: str, constraints: Constraints | None,
+            slots: tuple[str, ...] = CONSTRAINT_TYPES) -> str:
     parts = []
     if context.strip():
         parts.append(template.context + context.strip() + "\n" + template.gap)
     if constraints is not None:
-        parts.append(template.constraints + constraint_block(constraints) + template.gap)
+        parts.append(template.constraints + constraint_block(constraints, slots) + template.gap)
     parts.append(template.passage)
     return "".join(parts)
 
@@ -75,6 +76,18 @@ def scoring_prefixes(item: BenchmarkItem, template: str = "plain") -> dict[str, 
     """
     tpl = get_template(template)
     return {"cond": _prefix(tpl, item.context, item.constraints), "uncond": _prefix(tpl, item.context, None)}
+
+
+def control_prefixes(item: BenchmarkItem, partners: list[BenchmarkItem], slots: tuple[str, ...],
+                     template: str = "plain") -> dict[str, str]:
+    """Prefixes of the ΔI controls, by condition name (same template, x's own context):
+
+    * ``mismatch:<id>`` — the constraint block of another item of the same group;
+    * ``slot:<type>`` — x's own constraint block reduced to that one slot's line.
+    """
+    tpl = get_template(template)
+    prefixes = {f"mismatch:{other.id}": _prefix(tpl, item.context, other.constraints) for other in partners}
+    return prefixes | {f"slot:{slot}": _prefix(tpl, item.context, item.constraints, (slot,)) for slot in slots}
 
 
 def continuation(text: str) -> str:

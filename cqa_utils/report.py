@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 from .config import PROJECT_ROOT, Config
+from .data import GROUPS
 from .runs import atomic_path, stage_outputs, write_text
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
@@ -45,12 +46,84 @@ def verdict(report: dict) -> str:
     return sentence
 
 
+def controlled_verdict(report: dict) -> str:
+    """One sentence on the pre-declared primary endpoint: supported, equivalent to none, or inconclusive."""
+    primary = report.get("primary") or {}
+    row, declared = primary.get("row"), primary.get("declared") or {}
+    if not row or row.get("p_one_sided") is None:
+        return "The primary endpoint was not scored in this run (controls off, or too small); no conclusion is drawn."
+    what = f"the literary {declared.get('kind')} Δ(ΔI) at epoch {declared.get('epoch')}"
+    numbers = (f"mean {row['mean']:+.2f} nats, Hodges–Lehmann {_fmt(row.get('hl'), 2)}, d_z = {row['d_z']:+.2f}, "
+               f"one-sided p = {row['p_one_sided']:.3g}")
+    if row["p_one_sided"] < 0.05 and row["d_z"] > 0:
+        return f"The primary endpoint supports the paper's claim: {what} is positive ({numbers})."
+    margin = report.get("settings", {}).get("equivalence_dz")
+    if row.get("p_tost") is not None and row["p_tost"] < 0.05:
+        return (f"The primary endpoint shows no effect: {what} is equivalent to zero within ±{margin} sd "
+                f"(TOST p = {row['p_tost']:.3g}; {numbers}).")
+    return (f"The primary endpoint is inconclusive: {what} is not significantly positive, nor equivalent to zero "
+            f"within ±{margin} sd (TOST p = {_fmt(row.get('p_tost'))}; {numbers}).")
+
+
+def _kind_rows(report: dict) -> list[str]:
+    """The controlled table: every kind of ΔI per group at the headline epoch (summed nats)."""
+    lines = ["| group | ΔI kind | n | mean Δ(ΔI) | Hodges–Lehmann [95% CI] | p (one-sided) | p (Holm) | d_z | TOST p | role |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    order = {g: i for i, g in enumerate(GROUPS)}
+    for r in sorted(report["stats_table"], key=lambda r: order.get(r["group"], len(order))):
+        if r["epoch"] == report["headline_epoch"] and r["measure"] == "sum":
+            lines.append(f"| {r['group']} | {r['kind']} | {_fmt(r['n'])} | {_fmt(r['mean'])} | {_fmt(r['hl'])} "
+                         f"[{_fmt(r['hl_ci_low'])}, {_fmt(r['hl_ci_high'])}] | {_fmt(r['p_one_sided'])} "
+                         f"| {_fmt(r['p_holm'])} | {_fmt(r['d_z'], 2)} | {_fmt(r['p_tost'])} | {r['role']} |")
+    return lines
+
+
+def _controls_lines(report: dict) -> list[str]:
+    lines = []
+    check, baseline = report["metric_check"], report.get("baseline_metric_check") or {}
+    blind = report.get("metric_check_where_baseline_blind") or {}
+    if check.get("n"):
+        lines.append(f"**Metric check (base model).** ΔI(intact) > ΔI(degraded) for {check['k']} of {check['n']} "
+                     f"literary items (one-sided sign test p = {_fmt(check['p_sign_test'], 3)}).")
+    if baseline.get("n"):
+        lines.append(f"The model-free word-overlap baseline favours the intact text in {_fmt(baseline['share'], 2)} of "
+                     f"{baseline['n']} items (ties half; 0.5 is chance); on the {blind.get('n_items', 0)} items where it "
+                     f"cannot tell them apart, the model puts the intact text ahead in {blind.get('k', 0)} of "
+                     f"{blind.get('n', 0)} (p = {_fmt(blind.get('p_sign_test'), 3)}).")
+    base_fits = [r for r in report.get("overlap_regression", []) if r["epoch"] == 0 and r["kind"] == "full"]
+    if base_fits:
+        lines.append("ΔI on word overlap, base model: " + "; ".join(
+            f"{r['group']} slope {_fmt(r['slope'], 1)} nats per unit overlap, R² = {_fmt(r['r2'], 2)}" for r in base_fits) + ".")
+    return lines
+
+
+def _selectivity_lines(report: dict) -> list[str]:
+    epoch = report["headline_epoch"]
+    pick = lambda rows, kind: [r for r in rows if r.get("epoch") == epoch and r.get("measure") == "sum"  # noqa: E731
+                               and r.get("kind", "full") == kind]
+    lines = []
+    for s in pick(report["selectivity"], "full"):
+        lines.append(f"**Selectivity.** Literary minus factual mean Δ(ΔI) = {_fmt(s.get('mean_difference'))} nats "
+                     f"(permutation p = {_fmt(s.get('p_permutation'))}, Mann–Whitney p = {_fmt(s.get('p_mannwhitney'))}).")
+    for kind in ("full", "specific"):
+        for s in pick(report.get("paired_selectivity", []), kind):
+            if s.get("n_pairs"):
+                lines.append(f"Paired by topic ({s['n_pairs']} pairs, {kind} ΔI): literary minus factual "
+                             f"Hodges–Lehmann {_fmt(s.get('hl'))} [{_fmt(s.get('hl_ci_low'))}, {_fmt(s.get('hl_ci_high'))}] "
+                             f"nats, one-sided p = {_fmt(s.get('p_one_sided'))}.")
+    return lines
+
+
 def results_markdown(report: dict) -> str:
     run = report["run"]
     lines = [
-        f"Run `{run['name']}`: model `{run['model']}`, {run['epochs_trained']} epochs, "
-        f"items per group {run['n_items']}; headline epoch {report['headline_epoch']}; "
+        f"Run `{run['name']}`: model `{run['model']}`, benchmark `{run.get('benchmark', '?')}`, "
+        f"{run['epochs_trained']} epochs, items per group {run['n_items']}; headline epoch {report['headline_epoch']}; "
         "Δ(ΔI) summed over x's tokens (nats), one-sided Wilcoxon signed-rank, paired d_z.",
+        "",
+        f"**Primary endpoint (declared before the run).** {controlled_verdict(report)}",
+        "",
+        "The paper's measure, the full ΔI, beside the paper (exploratory here):",
         "",
         "| group | paper n | paper p | paper d | our n | mean Δ(ΔI) | 95% CI | p (one-sided) | p (Holm) | d_z | Hedges g |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -59,17 +132,11 @@ def results_markdown(report: dict) -> str:
         lines.append(f"| {r['group']} | {_fmt(r['paper_n'])} | {_fmt(r['paper_p_one_sided'])} | {_fmt(r['paper_d'], 2)} "
                      f"| {_fmt(r['n'])} | {_fmt(r['mean_delta_delta_i'])} | [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] "
                      f"| {_fmt(r['p_one_sided'])} | {_fmt(r['p_holm'])} | {_fmt(r['d_z'], 2)} | {_fmt(r['hedges_g'], 2)} |")
-    check = report["metric_check"]
-    selective = [s for s in report["selectivity"] if s.get("epoch") == report["headline_epoch"] and s.get("measure") == "sum"]
-    lines += ["", f"**Verdict.** {verdict(report)}", ""]
-    if check.get("n"):
-        lines.append(f"**Metric check (base model).** ΔI(intact) > ΔI(degraded) for {check['k']} of {check['n']} "
-                     f"literary items (one-sided sign test p = {_fmt(check['p_sign_test'], 3)}).")
-    if selective:
-        s = selective[0]
-        lines.append(f"**Selectivity.** Literary minus factual mean Δ(ΔI) = {_fmt(s.get('mean_difference'))} nats "
-                     f"(permutation p = {_fmt(s.get('p_permutation'))}, Mann–Whitney p = {_fmt(s.get('p_mannwhitney'))}).")
-    lines += ["", "Figures: `figures/fig_a_audit_shares.png` … `figures/fig_g_metric_check.png`; every number: "
+    lines += ["", f"**Verdict on the paper's measure.** {verdict(report)}", "",
+              "Every kind of ΔI at the headline epoch (specific: own y minus the mean of K other items' y; "
+              "intent / audience / reality: that slot alone):", "", *_kind_rows(report), ""]
+    lines += [part for line in _controls_lines(report) + _selectivity_lines(report) for part in (line, "")]
+    lines += ["Figures: `figures/fig_a_audit_shares.png` … `figures/fig_j_overlap_vs_delta_i.png`; every number: "
               f"`results/{run['name']}/04_stats/stats.csv`."]
     return "\n".join(lines)
 

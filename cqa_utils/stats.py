@@ -1,14 +1,9 @@
-"""Paired statistics for ΔI: does CoT fine-tuning raise ΔI for literary text only?
+"""Paired tests, effect sizes, intervals and corrections on arrays of differences.
 
-Driven by notebook 04 (ΔI statistics) on the frame notebook 03 writes to
-``results/<run>/03_logprobs/scores.csv``; functions are pure and return frames or dicts.
-Units: ΔI = log P(x|y) − log P(x) in nats, either summed over x's tokens (measure
-``"sum"``, column ``delta_i``) or per token (measure ``"mean"``, column ``delta_i_mean``).
-Δ(ΔI) = ΔI(epoch k) − ΔI(epoch 0) of the same item, variant ``"x"``.
-
-Degenerate input (n < 2, all-zero differences, zero spread) gives NaN statistics and a
-``note`` saying why instead of an exception, so a smoke run on 2 items still yields a
-table. Malformed input (missing columns, duplicated rows, no base row) raises ValueError.
+Pure functions on a 1-d array of paired differences (Δ(ΔI) per item, in nats or
+nats/token); :mod:`cqa_utils.analysis` applies them to the score frames of stage 03 for
+notebook 04. Degenerate input (n < 2, all-zero differences, zero spread) gives NaN and a
+note instead of an exception, so a smoke run on 2 items still yields a table.
 """
 from __future__ import annotations
 
@@ -23,24 +18,8 @@ PAPER_EPOCH5 = {
     "literary": {"n": 20, "p_one_sided": 0.041, "d": 0.50},
     "factual": {"p_one_sided": 0.689, "d": -0.12},
 }
-MEASURE_COLUMNS = {"sum": "delta_i", "mean": "delta_i_mean"}
-REQUIRED_COLUMNS = ("item_id", "group", "variant", "epoch", "delta_i", "delta_i_mean")
-STATS_COLUMNS = ["group", "epoch", "measure", "n", "n_zero", "mean", "median", "sd",
-                 "w_plus", "p_one_sided", "p_two_sided", "wilcoxon_method", "d_z",
-                 "hedges_g", "ci_low", "ci_high", "p_holm", "note"]
 EXACT_MAX_N = 50  # same threshold as scipy's method="auto"
 NAN = float("nan")
-
-
-def _value_column(scores: pd.DataFrame, measure: str) -> str:
-    """Check the frame has notebook 03's columns; return the ΔI column for `measure`."""
-    if measure not in MEASURE_COLUMNS:
-        raise ValueError(f"measure={measure!r}; accepted: {sorted(MEASURE_COLUMNS)}")
-    missing = [c for c in REQUIRED_COLUMNS if c not in scores.columns]
-    if missing:
-        raise ValueError(f"scores frame lacks column(s) {missing}; expected at least "
-                         f"{list(REQUIRED_COLUMNS)} (03_logprobs/scores.csv)")
-    return MEASURE_COLUMNS[measure]
 
 
 def _as_diffs(diffs) -> np.ndarray:
@@ -57,42 +36,6 @@ def _degenerate_reason(d: np.ndarray) -> str:
     if np.all(d == 0):
         return "all differences are zero"
     return ""
-
-
-def paired_differences(scores: pd.DataFrame, measure: str = "sum",
-                       variant: str = "x") -> pd.DataFrame:
-    """Δ(ΔI) per item for every epoch k ≥ 1: ΔI(epoch k) − ΔI(epoch 0), same item.
-
-    Items are keyed by (group, item_id), so a literary and a factual item may share a
-    pair id. An item not scored at some epoch k simply has no row for k.
-
-    Returns:
-        DataFrame[item_id, group, epoch, diff], diff in nats (per token if measure="mean"),
-        sorted by group, epoch, item_id.
-    """
-    col = _value_column(scores, measure)
-    rows = scores.loc[scores["variant"] == variant, ["item_id", "group", "epoch", col]]
-    rows = rows.astype({"epoch": int})
-    bad = rows[rows[col].isna()]
-    if len(bad):
-        raise ValueError(f"{col} is missing for (item {bad.item_id.iloc[0]!r}, "
-                         f"epoch {bad.epoch.iloc[0]})")
-    bad = rows[rows.duplicated(["group", "item_id", "epoch"], keep=False)]
-    if len(bad):
-        raise ValueError(f"duplicated rows for (item {bad.item_id.iloc[0]!r}, epoch "
-                         f"{bad.epoch.iloc[0]}) in group {bad.group.iloc[0]!r}, variant "
-                         f"{variant!r}; expected one row per item, variant and epoch")
-    wide = rows.pivot(index=["group", "item_id"], columns="epoch", values=col)
-    base = wide[0] if 0 in wide.columns else pd.Series(NAN, index=wide.index)
-    if base.isna().any():
-        group, item = base.index[base.isna()][0]
-        raise ValueError(f"missing base row (item {item!r}, epoch 0) in group {group!r}, "
-                         f"variant {variant!r}; {int(base.isna().sum())} item(s) lack one")
-    diffs = wide.drop(columns=0, errors="ignore").sub(base, axis=0).reset_index()
-    long = diffs.melt(id_vars=["group", "item_id"], var_name="epoch", value_name="diff")
-    long = long.dropna(subset=["diff"]).astype({"epoch": int})
-    long = long.sort_values(["group", "epoch", "item_id"]).reset_index(drop=True)
-    return long[["item_id", "group", "epoch", "diff"]]
 
 
 class WilcoxonTest(NamedTuple):
@@ -202,82 +145,60 @@ def holm(pvalues) -> np.ndarray:
     return out
 
 
-def _summary_row(d: np.ndarray, n_boot: int, seed: int, level: float) -> dict:
-    one, two = wilcoxon_one_sided(d), wilcoxon_two_sided(d)
-    dz = cohens_dz(d)
-    low, high = bootstrap_ci_mean(d, n_boot=n_boot, seed=seed, level=level)
-    return {"n": int(d.size), "n_zero": one.n_zero, "mean": float(d.mean()),
-            "median": float(np.median(d)), "sd": float(d.std(ddof=1)) if d.size > 1 else NAN,
-            "w_plus": one.w_plus, "p_one_sided": one.p, "p_two_sided": two.p,
-            "wilcoxon_method": one.method, "d_z": dz,
-            "hedges_g": hedges_correction(dz, d.size), "ci_low": low, "ci_high": high,
-            "note": one.note}
+def hodges_lehmann(diffs, level: float = 0.95) -> tuple[float, float, float]:
+    """Hodges–Lehmann estimate of the shift (median of the Walsh averages) and its CI.
 
-
-def stats_table(scores: pd.DataFrame, n_boot: int = 10000, seed: int = 0,
-                level: float = 0.95) -> pd.DataFrame:
-    """One row per (group, epoch ≥ 1, measure ∈ {sum, mean}) of the tests on Δ(ΔI).
-
-    p_holm adjusts p_one_sided over all epochs within each group × measure, so reporting
-    the best epoch (the paper's epoch 5) is paid for. Each row's bootstrap uses `seed`.
-    Columns: STATS_COLUMNS (mean, median, sd, ci_* in nats or nats/token). Sorted by
-    group, measure, epoch.
+    The CI is the distribution-free one that inverts the exact two-sided Wilcoxon
+    signed-rank test: the c-th smallest and c-th largest Walsh averages, c the largest
+    count with P(W+ < c) ≤ (1 − level)/2 (Hollander & Wolfe; no ties assumed). Written
+    here because neither scipy nor statsmodels offers it.
+    Returns (estimate, low, high) in the diffs' unit; NaN when n < 2, CI NaN when n is
+    too small for the level (n < 6 at 95 %).
     """
-    rows = []
-    for measure in MEASURE_COLUMNS:
-        diffs = paired_differences(scores, measure)
-        for (group, epoch), sub in diffs.groupby(["group", "epoch"], sort=True):
-            row = _summary_row(sub["diff"].to_numpy(), n_boot, seed, level)
-            rows.append({"group": group, "epoch": int(epoch), "measure": measure, **row})
-    table = pd.DataFrame(rows, columns=STATS_COLUMNS)
-    if len(table):
-        table["p_holm"] = table.groupby(["group", "measure"])["p_one_sided"].transform(holm)
-    return table.sort_values(["group", "measure", "epoch"]).reset_index(drop=True)
+    d = _as_diffs(diffs)
+    if d.size < 2:
+        return NAN, NAN, NAN
+    i, j = np.triu_indices(d.size)
+    walsh = np.sort((d[i] + d[j]) / 2.0)  # [n (n + 1) / 2]
+    estimate = float(np.median(walsh))
+    counts = _signed_rank_counts(d.size)  # [M + 1]: sign assignments per value of W+
+    below = np.concatenate([[0.0], np.cumsum(counts)]) / counts.sum()  # below[c] = P(W+ < c)
+    c = int(np.searchsorted(below, (1.0 - level) / 2.0, side="right")) - 1
+    if c < 1:
+        return estimate, NAN, NAN
+    return estimate, float(walsh[c - 1]), float(walsh[walsh.size - c])
 
 
-def selectivity_test(scores: pd.DataFrame, epoch: int, measure: str = "sum",
-                     n_perm: int = 10000, seed: int = 0) -> dict:
-    """Direct test that literary Δ(ΔI) exceeds factual Δ(ΔI) at one epoch (one-sided).
+def _signed_rank_counts(n: int) -> np.ndarray:
+    """Number of sign assignments giving each W+ = 0 … n(n+1)/2 (dynamic programming)."""
+    counts = np.zeros(n * (n + 1) // 2 + 1)
+    counts[0] = 1.0
+    for rank in range(1, n + 1):
+        counts[rank:] = counts[rank:] + counts[:-rank].copy()
+    return counts
 
-    Reports a two-sample permutation test on mean(literary) − mean(factual) (exact when
-    n_perm covers every split) and a Mann–Whitney U test. The two groups are independent
-    samples even when their items share a pair id: they are different texts with
-    different constraints, and the pairing of the benchmark matches only their design.
+
+def tost_paired(diffs, margin: float) -> dict:
+    """Two one-sided t-tests (TOST) that the mean difference lies within ±margin.
+
+    p = max of the two one-sided p-values; p < α reads as "equivalent to no effect within
+    the margin". ``margin`` in the diffs' unit (callers pass a standardized bound times sd).
+    Returns {"margin", "p_lower", "p_upper", "p_tost"}; NaN when n < 2 or sd = 0.
     """
     from scipy import stats
 
-    diffs = paired_differences(scores, measure)
-    at = diffs[diffs["epoch"] == epoch]
-    lit = at.loc[at["group"] == "literary", "diff"].to_numpy()
-    fac = at.loc[at["group"] == "factual", "diff"].to_numpy()
-    out = {"epoch": int(epoch), "measure": measure, "n_literary": int(lit.size),
-           "n_factual": int(fac.size), "mean_literary": lit.mean() if lit.size else NAN,
-           "mean_factual": fac.mean() if fac.size else NAN, "mean_difference": NAN,
-           "p_permutation": NAN, "u_statistic": NAN, "p_mannwhitney": NAN, "note": ""}
-    if lit.size < 2 or fac.size < 2:
-        out["note"] = f"n_literary={lit.size}, n_factual={fac.size}: need ≥ 2 each"
+    d = _as_diffs(diffs)
+    out = {"margin": float(margin), "p_lower": NAN, "p_upper": NAN, "p_tost": NAN}
+    if d.size < 2 or d.std(ddof=1) == 0 or not margin > 0:
         return out
-    out["mean_difference"] = float(lit.mean() - fac.mean())
-    if np.ptp(np.concatenate([lit, fac])) == 0:
-        out["note"] = "all differences are identical"
-        return out
-    perm = stats.permutation_test(
-        (lit, fac), lambda a, b, axis: a.mean(axis=axis) - b.mean(axis=axis),
-        permutation_type="independent", vectorized=True, n_resamples=n_perm,
-        alternative="greater", rng=seed)
-    mwu = stats.mannwhitneyu(lit, fac, alternative="greater")
-    out.update(p_permutation=float(perm.pvalue), u_statistic=float(mwu.statistic),
-               p_mannwhitney=float(mwu.pvalue))
-    return out
+    lower = stats.ttest_1samp(d, -margin, alternative="greater").pvalue
+    upper = stats.ttest_1samp(d, margin, alternative="less").pvalue
+    return out | {"p_lower": float(lower), "p_upper": float(upper), "p_tost": float(max(lower, upper))}
 
 
-def selectivity_table(scores: pd.DataFrame, n_perm: int = 10000,
-                      seed: int = 0) -> pd.DataFrame:
-    """selectivity_test for every epoch ≥ 1 and both measures; sorted by measure, epoch."""
-    epochs = sorted(int(e) for e in scores["epoch"].unique() if int(e) >= 1)
-    rows = [selectivity_test(scores, e, m, n_perm=n_perm, seed=seed)
-            for m in MEASURE_COLUMNS for e in epochs]
-    return pd.DataFrame(rows)
+def headline_epoch(requested: int, epochs) -> int:
+    """The configured headline epoch, or the last trained one if the run is shorter."""
+    return min(int(requested), max(int(e) for e in epochs))
 
 
 def power_paired_t(d: float, n: int, alpha: float = 0.05,
@@ -314,58 +235,3 @@ def power_table(d: float = 0.5, ns=(10, 20, 27, 30, 40, 50, 80, 100), alpha: flo
                           "power": power_paired_t(d, n, alpha, alternative)} for n in ns])
 
 
-def metric_check(scores: pd.DataFrame, checkpoint_epoch: int = 0,
-                 measure: str = "sum") -> dict:
-    """Does ΔI prefer the original literary text over its degraded variant?
-
-    For literary items scored with both variants at the epoch: k = #items with
-    ΔI(x) > ΔI(x_degraded) out of n non-tied items, and a one-sided exact sign test
-    (binomtest, p = 0.5, alternative "greater"). Ties are excluded and counted.
-    """
-    from scipy import stats
-
-    col = _value_column(scores, measure)
-    rows = scores[(scores["group"] == "literary") & (scores["epoch"] == checkpoint_epoch)]
-    dup = rows.duplicated(["item_id", "variant"], keep=False)
-    if dup.any():
-        bad = rows.loc[dup].iloc[0]
-        raise ValueError(f"duplicated rows for (item {bad.item_id!r}, variant "
-                         f"{bad.variant!r}) at epoch {checkpoint_epoch}")
-    wide = rows.pivot(index="item_id", columns="variant", values=col)
-    wide = wide.reindex(columns=["x", "x_degraded"])  # absent variant → NaN column
-    both = wide.dropna(subset=["x", "x_degraded"])
-    gap = (both["x"] - both["x_degraded"]).to_numpy()
-    k, ties = int((gap > 0).sum()), int((gap == 0).sum())
-    n = int(gap.size - ties)
-    p = float(stats.binomtest(k, n, 0.5, alternative="greater").pvalue) if n else NAN
-    return {"epoch": int(checkpoint_epoch), "measure": measure, "n_items": int(gap.size),
-            "n_incomplete": int(len(wide) - len(both)), "k": k, "n": n, "n_ties": ties,
-            "share": k / n if n else NAN, "p_sign_test": p,
-            "note": "" if n else "no literary item with both variants and a non-tied ΔI"}
-
-
-def _jsonable(obj):
-    """Plain Python types only: numpy scalars → Python, NaN/inf → None."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, np.ndarray)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def stats_report(scores: pd.DataFrame, n_boot: int = 10000, n_perm: int = 10000,
-                 seed: int = 0, power_d: float = 0.5,
-                 power_ns=(10, 20, 27, 30, 40, 50, 80, 100)) -> dict:
-    """Everything notebook 04 saves as stats.json, JSON-serializable (NaN → None)."""
-    return _jsonable({
-        "stats_table": stats_table(scores, n_boot=n_boot, seed=seed).to_dict("records"),
-        "selectivity": selectivity_table(scores, n_perm=n_perm, seed=seed).to_dict("records"),
-        "power": power_table(power_d, power_ns).to_dict("records"),
-        "metric_check": metric_check(scores),
-        "paper_epoch5": PAPER_EPOCH5,
-        "settings": {"n_boot": n_boot, "n_perm": n_perm, "seed": seed},
-    })

@@ -18,6 +18,7 @@ from .config import Config
 from .data import Annotation, load_annotations
 from .prompts import training_text
 from .runs import atomic_dir, write_csv, write_json
+from .scoring import start_token_id
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 IGNORE_INDEX = -100  # label value the loss skips (prompt tokens and padding)
@@ -47,13 +48,16 @@ def training_annotations(cfg: Config) -> list[Annotation]:
 def tokenize_examples(cfg: Config, tokenizer, context_limit: int | None) -> list[dict]:
     """Token ids and labels (prompt masked) for every annotation; no silent truncation.
 
+    Every sequence starts with the same start token as a scored one (``model.start_token``,
+    see :func:`cqa_utils.scoring.start_token_id`), so training and scoring see the same input.
     Raises ValueError naming the annotation if it is longer than ``train.max_length``
     or the model's context.
     """
+    start = start_token_id(tokenizer, cfg.model.start_token)
     examples = []
     for ann in training_annotations(cfg):
         text = training_text(ann, cfg.prompt.template)
-        prompt_ids = tokenizer(text.prompt, add_special_tokens=False).input_ids
+        prompt_ids = [start] + tokenizer(text.prompt, add_special_tokens=False).input_ids
         target_ids = tokenizer(text.target, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
         ids = prompt_ids + target_ids
         examples.append({"id": ann.id, "input_ids": ids, "labels": [IGNORE_INDEX] * len(prompt_ids) + target_ids,

@@ -6,11 +6,11 @@ import re
 import pytest
 from conftest import PROJECT_ROOT, annotation, benchmark_item, write_jsonl
 
-from cqa_utils.data import (COT_TYPES, DataError, leakage, load_annotations, load_benchmark,
-                            validate_data_dir)
+from cqa_utils.data import COT_TYPES, DataError, load_annotations, load_benchmark
 
 ANNOTATIONS = PROJECT_ROOT / "data" / "annotations" / "cot_annotations.jsonl"
-BENCHMARK = PROJECT_ROOT / "data" / "benchmark" / "benchmark.jsonl"
+BENCHMARKS = {"v1": (PROJECT_ROOT / "data" / "benchmark" / "benchmark_v1.jsonl", 40),
+              "v2": (PROJECT_ROOT / "data" / "benchmark" / "benchmark_v2.jsonl", 48)}  # file, items per group
 
 
 def problems_of(loader, path):
@@ -93,23 +93,6 @@ def test_missing_and_empty_files_are_clear(tmp_path):
     assert "contains no records" in problems_of(load_benchmark, tmp_path / "empty.jsonl")[0]
 
 
-def test_leakage_check_finds_a_shared_8_gram_after_normalization():
-    from cqa_utils.data import Annotation, BenchmarkItem, Constraints, CotStep, Judgment
-
-    c = Constraints("a", "b", "c")
-    ann = Annotation("a1", "en", "poetry", "", c, "The river, slow and brown, carried the bridge's shadow all day.",
-                     (CotStep("craft", "t"),), Judgment("works", "s"))
-    leaky = BenchmarkItem("b1", "factual", "en", "", c, "Locals said THE RIVER slow and brown carried the bridge's shadow.")
-    clean = BenchmarkItem("b2", "factual", "en", "", c, "The river was slow; the bridge was old.")
-    problems = leakage([ann], [leaky, clean])
-    assert len(problems) == 1 and "b1: x: shares" in problems[0] and "a1" in problems[0]
-
-
-def test_shipped_data_validates_without_leakage():
-    counts = validate_data_dir(PROJECT_ROOT / "data")
-    assert counts[str(ANNOTATIONS)] >= 96 and counts[str(BENCHMARK)] >= 80
-
-
 def test_annotation_corpus_teaches_all_three_constraint_types():
     records = load_annotations(ANNOTATIONS)
     words = collections.Counter()
@@ -142,11 +125,13 @@ def test_no_sentence_of_eight_words_recurs_across_annotations():
                 assert seen.setdefault(words, rec["id"]) == rec["id"], f"{rec['id']} repeats {seen[words]}"
 
 
-def test_benchmark_is_paired_and_sized():
-    items = load_benchmark(BENCHMARK)
+@pytest.mark.parametrize("version", sorted(BENCHMARKS))
+def test_benchmark_is_paired_and_sized(version):
+    path, per_group = BENCHMARKS[version]
+    items = load_benchmark(path)
     literary = [i for i in items if i.group == "literary"]
     factual = [i for i in items if i.group == "factual"]
-    assert len(literary) >= 40 and len(factual) >= 40
+    assert len(literary) >= per_group and len(factual) >= per_group
     assert all(i.x_degraded and i.degraded_breaks for i in literary)
     assert all(40 <= len(i.x.split()) <= 200 for i in items)
     assert {i.pair_id for i in literary} == {i.pair_id for i in factual}

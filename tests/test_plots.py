@@ -81,7 +81,7 @@ def make_log(steps: int = 12, epochs: int = 2) -> pd.DataFrame:
 
 
 def make_stats(scores: pd.DataFrame) -> pd.DataFrame:
-    from cqa_utils.stats import stats_table
+    from cqa_utils.analysis import stats_table
 
     return stats_table(scores, n_boot=200, seed=0)
 
@@ -98,7 +98,7 @@ def _check(fig, n_axes: int) -> None:
 @pytest.mark.parametrize("n", [3, 2])
 def test_every_figure_is_built_with_titles_and_expected_axes(n):
     from cqa_utils import plots
-    from cqa_utils.stats import PAPER_EPOCH5
+    from cqa_utils.analysis import PAPER_EPOCH5
 
     scores = make_scores(n)
     stats = make_stats(scores)
@@ -117,7 +117,7 @@ def test_every_figure_is_built_with_titles_and_expected_axes(n):
 
 def test_effect_sizes_survive_a_degenerate_row():
     from cqa_utils import plots
-    from cqa_utils.stats import PAPER_EPOCH5
+    from cqa_utils.analysis import PAPER_EPOCH5
 
     stats = make_stats(make_scores(2))
     stats.loc[stats["group"] == "factual", ["d_z", "hedges_g", "ci_low", "ci_high"]] = np.nan
@@ -155,7 +155,7 @@ def test_token_changes_are_tuned_minus_base_per_position():
 
 def test_pick_items_returns_the_largest_and_smallest_literary_change():
     from cqa_utils.plots import pick_items
-    from cqa_utils.stats import paired_differences
+    from cqa_utils.analysis import paired_differences
 
     scores = make_scores(5)
     diffs = paired_differences(scores)
@@ -192,7 +192,7 @@ def test_run_figures_writes_every_figure_and_copies_them(tmp_path, monkeypatch):
     from cqa_utils import runs
     from cqa_utils.config import load_config
     from cqa_utils.stages import figures
-    from cqa_utils.stats import stats_report
+    from cqa_utils.analysis import stats_report
 
     monkeypatch.setattr(runs, "git_commit", lambda: None)
     cfg = load_config("smoke", {"run.results_dir": str(tmp_path), "run.name": "t",

@@ -9,14 +9,18 @@ from cqa_utils.data import DataError
 from cqa_utils.runs import open_stage, stage_dir
 from cqa_utils.stages.logprobs import run_logprobs
 
-SCORE_COLUMNS = ["item_id", "group", "variant", "checkpoint", "epoch", "n_tokens", "logp_cond", "logp_uncond",
-                 "delta_i", "delta_i_mean"]
+SCORE_COLUMNS = ["item_id", "pair_id", "group", "variant", "checkpoint", "epoch", "n_tokens", "logp_cond",
+                 "logp_uncond", "delta_i", "delta_i_mean", "delta_i_specific", "delta_i_specific_mean",
+                 "delta_i_intent", "delta_i_intent_mean", "delta_i_audience", "delta_i_audience_mean",
+                 "delta_i_reality", "delta_i_reality_mean", "logp_mismatched", "mismatched", "overlap", "y_words"]
+CONTROL_COLUMNS = ["delta_i_specific", "delta_i_intent", "delta_i_audience", "delta_i_reality", "overlap"]
 
 
 @pytest.fixture
 def base_only(tmp_path):
     """A config whose stage 02 is 'done' with no epochs, so stage 03 scores the base model only."""
-    bench = write_jsonl(tmp_path / "bench.jsonl", [benchmark_item(1), benchmark_item(2, "factual")])
+    bench = write_jsonl(tmp_path / "bench.jsonl", [benchmark_item(1), benchmark_item(2), benchmark_item(3, "factual"),
+                                                   benchmark_item(4, "factual")])
     overrides = {"run.results_dir": str(tmp_path / "results"), "run.name": "r", "data.benchmark": str(bench)}
     cfg = load_config("smoke", overrides)
     open_stage(cfg, "02").finish({})
@@ -77,12 +81,36 @@ def test_delta_i_in_scores_csv_is_cond_minus_uncond_of_the_scored_strings(base_o
     assert abs(row["delta_i"]) > 1e-3  # the constraint block changes the score, so a swap would show
 
 
+def test_delta_i_specific_equals_a_hand_computation_for_two_items(base_only, embedded):
+    """log P(x | own y) − mean_k log P(x | y_k), each term re-scored alone from pairs.jsonl."""
+    import json
+
+    from cqa_utils.scoring import ScoreRequest, logprob_sum, score_requests
+
+    cfg, _ = base_only
+    outputs = run_logprobs(cfg)
+    scores = pd.read_csv(outputs["scores"]).set_index(["item_id", "variant"])
+    pairs = [json.loads(line) for line in outputs["pairs"].read_text().splitlines()]
+    model, tokenizer = embedded
+    for item in ("lit-01", "fac-03"):
+        rows = [p for p in pairs if p["item_id"] == item and p["variant"] == "x"]
+        logp = {p["condition"]: logprob_sum(score_requests(model, tokenizer, [ScoreRequest("k", p["prefix"], p["continuation"])],
+                                                          start_token=cfg.model.start_token, progress=False)[0])
+                for p in rows}
+        mismatched = [v for c, v in logp.items() if c.startswith("mismatch:")]
+        assert len(mismatched) == 1  # two items per group: the one other item
+        expected = logp["cond"] - sum(mismatched) / len(mismatched)
+        assert scores.loc[(item, "x"), "delta_i_specific"] == pytest.approx(expected, abs=1e-4)
+        assert scores.loc[(item, "x"), "delta_i_reality"] == pytest.approx(logp["slot:reality"] - logp["uncond"], abs=1e-4)
+
+
 def test_cli_score_writes_the_same_files_for_any_benchmark(base_only, tmp_path):
     cfg, overrides = base_only
     out = tmp_path / "scored"
     assert cqa(["score", "--benchmark", overrides["data.benchmark"], "--config", "smoke", "--out", str(out)]) == 0
     scores = pd.read_csv(out / "scores.csv")
     assert list(scores.columns) == SCORE_COLUMNS and set(scores.variant) == {"x", "x_degraded"}
+    assert scores[CONTROL_COLUMNS].notna().all().all()  # the controls, for any benchmark file
     assert (out / "pairs.jsonl").is_file() and (out / "tokens.parquet").is_file()
     reference = pd.read_csv(run_logprobs(cfg)["scores"])
     pd.testing.assert_frame_equal(scores, reference, check_exact=False, atol=1e-4, rtol=0)

@@ -1,7 +1,7 @@
 """The README's generated Results block: every branch of the verdict sentence, and the table."""
 import pytest
 
-from cqa_utils.report import results_markdown, update_readme, verdict
+from cqa_utils.report import controlled_verdict, results_markdown, update_readme, verdict
 
 
 def report(lit_p, lit_d, fact_p, fact_d) -> dict:
@@ -12,7 +12,16 @@ def report(lit_p, lit_d, fact_p, fact_d) -> dict:
             "run": {"name": "r", "model": "m", "epochs_trained": 5, "n_items": {"literary": 40, "factual": 40}},
             "headline_epoch": 5, "metric_check": {"n": 40, "k": 29, "p_sign_test": 0.003},
             "selectivity": [{"epoch": 5, "measure": "sum", "mean_difference": -1.0, "p_permutation": 0.9,
-                             "p_mannwhitney": 0.8}]}
+                             "p_mannwhitney": 0.8}],
+            "stats_table": [{"group": "literary", "kind": "specific", "epoch": 5, "measure": "sum", "n": 40, "mean": 0.4,
+                             "hl": 0.3, "hl_ci_low": -0.1, "hl_ci_high": 0.9, "p_one_sided": 0.2, "p_holm": 0.4,
+                             "d_z": 0.1, "p_tost": 0.3, "role": "primary"}],
+            "settings": {"equivalence_dz": 0.3}}
+
+
+def with_primary(report_: dict, p: float | None, d: float, p_tost: float) -> dict:
+    row = {"mean": 0.4, "hl": 0.3, "d_z": d, "p_one_sided": p, "p_tost": p_tost}
+    return report_ | {"primary": {"declared": {"kind": "specific", "epoch": 5}, "row": row if p is not None else None}}
 
 
 @pytest.mark.parametrize("numbers,expected", [
@@ -30,18 +39,30 @@ def test_verdict_follows_the_numbers(numbers, expected):
         assert "factual control instead" not in sentence
 
 
+@pytest.mark.parametrize("p,d,p_tost,expected", [
+    (None, 0.0, 0.5, "not scored in this run"),
+    (0.01, 0.45, 0.9, "supports the paper's claim: the literary specific Δ(ΔI) at epoch 5 is positive"),
+    (0.40, 0.02, 0.01, "shows no effect: the literary specific Δ(ΔI) at epoch 5 is equivalent to zero within ±0.3 sd"),
+    (0.40, 0.10, 0.30, "is inconclusive"),
+    (0.01, -0.40, 0.30, "is inconclusive"),  # a significant p with a negative effect is not support
+])
+def test_controlled_verdict_follows_the_primary_endpoint(p, d, p_tost, expected):
+    assert expected in controlled_verdict(with_primary(report(0.3, 0.2, 0.4, 0.1), p, d, p_tost))
+
+
 def test_results_block_replaces_only_the_text_between_the_markers(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- results:begin -->\nold\n<!-- results:end -->\noutro\n")
-    update_readme(readme, report(0.3, 0.2, 0.002, 0.7))
+    update_readme(readme, with_primary(report(0.3, 0.2, 0.002, 0.7), 0.4, 0.1, 0.3))
     text = readme.read_text()
     assert text.startswith("intro\n<!-- results:begin -->\n") and text.endswith("<!-- results:end -->\noutro\n")
-    assert "old" not in text and results_markdown(report(0.3, 0.2, 0.002, 0.7)) in text
+    assert "old" not in text and results_markdown(with_primary(report(0.3, 0.2, 0.002, 0.7), 0.4, 0.1, 0.3)) in text
     assert "| literary | 20 | 0.041 | 0.50 | 40 |" in text and "29 of 40" in text
+    assert "| literary | specific | 40 | 0.400 | 0.300 [-0.100, 0.900] | 0.200 | 0.400 | 0.10 | 0.300 | primary |" in text
 
 
 def test_missing_markers_are_an_error(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("no markers")
     with pytest.raises(ValueError, match="markers"):
-        update_readme(readme, report(0.3, 0.2, 0.4, 0.1))
+        update_readme(readme, with_primary(report(0.3, 0.2, 0.4, 0.1), 0.4, 0.1, 0.3))

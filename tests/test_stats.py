@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from cqa_utils import stats
+from cqa_utils import analysis, stats
 
 
 def make_scores(n_items=20, epochs=(0, 1, 2, 3), literary_shift=0.5, seed=0):
@@ -44,16 +44,16 @@ def tiny_scores(delta_i, item_id="a", group="literary", variant="x", n_tokens=10
 def test_paired_differences_is_epoch_k_minus_epoch_0_per_item():
     scores = pd.concat([tiny_scores([1.0, 3.0, 0.5], "a"), tiny_scores([2.0, 2.0, 6.0], "b"),
                         tiny_scores([9.0, 9.0, 9.0], "a", variant="x_degraded")])
-    diffs = stats.paired_differences(scores)
+    diffs = analysis.paired_differences(scores)
     assert list(diffs.columns) == ["item_id", "group", "epoch", "diff"]
     got = {(r.item_id, r.epoch): r.diff for r in diffs.itertuples()}
     assert got == {("a", 1): 2.0, ("b", 1): 0.0, ("a", 2): -0.5, ("b", 2): 4.0}
-    per_token = stats.paired_differences(scores, measure="mean")
+    per_token = analysis.paired_differences(scores, measure="mean")
     assert per_token["diff"].tolist() == pytest.approx([0.2, 0.0, -0.05, 0.4])
 
 
 def test_paired_differences_keeps_groups_apart_when_pair_ids_are_shared():
-    diffs = stats.paired_differences(make_scores(n_items=3))
+    diffs = analysis.paired_differences(make_scores(n_items=3))
     assert len(diffs) == 2 * 3 * 3  # groups × items × epochs ≥ 1
     assert set(diffs.loc[diffs["item_id"] == "p00", "group"]) == {"literary", "factual"}
 
@@ -62,18 +62,18 @@ def test_paired_differences_names_the_item_missing_its_base_row():
     scores = make_scores(n_items=5)
     drop = (scores.item_id == "p03") & (scores.group == "factual") & (scores.epoch == 0)
     with pytest.raises(ValueError, match=r"item 'p03', epoch 0.*'factual'"):
-        stats.paired_differences(scores[~drop])
+        analysis.paired_differences(scores[~drop])
 
 
 def test_paired_differences_rejects_duplicated_rows():
     scores = tiny_scores([1.0, 2.0])
     with pytest.raises(ValueError, match=r"duplicated rows for \(item 'a', epoch 1\)"):
-        stats.paired_differences(pd.concat([scores, scores.iloc[[1]]]))
+        analysis.paired_differences(pd.concat([scores, scores.iloc[[1]]]))
 
 
 def test_unknown_measure_is_an_error_listing_the_accepted_ones():
     with pytest.raises(ValueError, match="accepted"):
-        stats.paired_differences(tiny_scores([1.0, 2.0]), measure="median")
+        analysis.paired_differences(tiny_scores([1.0, 2.0]), measure="median")
 
 
 # Wilcoxon -------------------------------------------------------------------------
@@ -176,7 +176,7 @@ def test_power_increases_with_n_and_two_sided_is_lower():
 # selectivity ---------------------------------------------------------------------------
 
 def test_selectivity_gives_small_p_when_literary_clearly_exceeds_factual():
-    res = stats.selectivity_test(make_scores(literary_shift=1.0), epoch=3, n_perm=2000)
+    res = analysis.selectivity_test(make_scores(literary_shift=1.0), epoch=3, n_perm=2000)
     assert res["mean_difference"] > 2.0
     assert res["p_permutation"] < 0.01 and res["p_mannwhitney"] < 0.01
 
@@ -185,11 +185,12 @@ def test_selectivity_gives_large_p_for_identical_distributions():
     literary = make_scores(n_items=15, literary_shift=0.3)
     literary = literary[literary.group == "literary"]
     scores = pd.concat([literary, literary.assign(group="factual")])  # same Δ(ΔI) in both
-    res = stats.selectivity_test(scores, epoch=2, n_perm=2000)
+    res = analysis.selectivity_test(scores, epoch=2, n_perm=2000)
     assert res["mean_difference"] == 0.0
     assert res["p_permutation"] > 0.3 and res["p_mannwhitney"] > 0.3
-    table = stats.selectivity_table(scores, n_perm=500)
-    assert len(table) == 2 * 3 and set(table["measure"]) == {"sum", "mean"}
+    unpaired, paired = analysis.selectivity_tables(scores, n_perm=500)
+    assert len(unpaired) == 2 * 3 and set(unpaired["measure"]) == {"sum", "mean"}
+    assert list(paired["note"].unique()) == ["scores carry no pair_id"]  # these synthetic scores have none
 
 
 # metric check ---------------------------------------------------------------------------
@@ -199,7 +200,7 @@ def test_metric_check_counts_wins_ties_and_matches_binomtest():
     frames = [tiny_scores([5.0 + g], f"i{j}") for j, g in enumerate(gaps)]
     frames += [tiny_scores([5.0], f"i{j}", variant="x_degraded") for j in range(len(gaps))]
     frames += [tiny_scores([5.0], "only-x"), tiny_scores([0.0], "f", group="factual")]
-    res = stats.metric_check(pd.concat(frames))
+    res = analysis.metric_check(pd.concat(frames))
     counts = (res["k"], res["n"], res["n_ties"], res["n_items"], res["n_incomplete"])
     assert counts == (7, 9, 1, 10, 1)
     assert res["share"] == pytest.approx(7 / 9)
@@ -209,9 +210,9 @@ def test_metric_check_counts_wins_ties_and_matches_binomtest():
 # stats_table and report -------------------------------------------------------------------
 
 def test_stats_table_has_one_row_per_group_epoch_measure_and_the_documented_columns():
-    table = stats.stats_table(make_scores(), n_boot=1000)
+    table = analysis.stats_table(make_scores(), n_boot=1000)
     assert len(table) == 2 * 3 * 2
-    assert set(stats.STATS_COLUMNS) <= set(table.columns)
+    assert set(analysis.STATS_COLUMNS) <= set(table.columns)
     assert list(table[["group", "measure", "epoch"]].itertuples(index=False)) == sorted(
         table[["group", "measure", "epoch"]].itertuples(index=False))
     assert (table["p_holm"] >= table["p_one_sided"]).all()
@@ -219,7 +220,7 @@ def test_stats_table_has_one_row_per_group_epoch_measure_and_the_documented_colu
 
 def test_stats_table_row_recomputed_by_hand_from_the_scores_frame():
     scores = make_scores()
-    row = stats.stats_table(scores, n_boot=1000, seed=3).query(
+    row = analysis.stats_table(scores, n_boot=1000, seed=3).query(
         "group == 'literary' and measure == 'sum' and epoch == 2").iloc[0]
     lit = scores[(scores.group == "literary") & (scores.variant == "x")]
     wide = lit.pivot(index="item_id", columns="epoch", values="delta_i")
@@ -238,17 +239,40 @@ def test_stats_table_row_recomputed_by_hand_from_the_scores_frame():
 
 def test_stats_report_is_json_serializable_and_carries_the_paper_numbers():
     scores = pd.concat([make_scores(n_items=6, epochs=(0, 1)), tiny_scores([1.0, 1.0], "z")])
-    report = stats.stats_report(scores, n_boot=200, n_perm=200)
+    report = analysis.stats_report(scores, n_boot=200, n_perm=200)
     text = json.dumps(report, allow_nan=False)  # NaN would raise here
-    assert json.loads(text)["paper_epoch5"] == stats.PAPER_EPOCH5
+    assert json.loads(text)["paper_epoch5"] == analysis.PAPER_EPOCH5
     assert {"stats_table", "selectivity", "power", "metric_check"} <= set(report)
     assert report["metric_check"]["n_items"] == 6
 
 
 def test_stats_table_on_a_two_item_smoke_run_gives_nan_with_a_reason_instead_of_crashing():
     scores = pd.concat([tiny_scores([1.0, 1.0], "a"), tiny_scores([2.0, 2.0], "b")])
-    table = stats.stats_table(scores, n_boot=100)
+    table = analysis.stats_table(scores, n_boot=100)
     assert table["p_one_sided"].isna().all() and table["p_holm"].isna().all()
     assert (table["note"] == "all differences are zero").all()
-    report = stats.stats_report(scores, n_boot=100, n_perm=100)
+    report = analysis.stats_report(scores, n_boot=100, n_perm=100)
     assert report["stats_table"][0]["p_one_sided"] is None
+
+
+# Hodges–Lehmann and TOST ------------------------------------------------------------------
+
+def test_hodges_lehmann_is_the_median_of_walsh_averages_and_its_ci_inverts_the_exact_wilcoxon():
+    d = np.random.default_rng(1).normal(0.5, 1.0, 20)
+    estimate, low, high = stats.hodges_lehmann(d)
+    walsh = [(d[i] + d[j]) / 2 for i in range(20) for j in range(i, 20)]
+    assert estimate == pytest.approx(np.median(walsh))
+    for bound, inside_sign in ((low, 1), (high, -1)):  # just inside the CI p ≥ .05, just outside p < .05
+        assert sps.wilcoxon(d - (bound + inside_sign * 1e-6), method="exact").pvalue >= 0.05
+        assert sps.wilcoxon(d - (bound - inside_sign * 1e-6), method="exact").pvalue < 0.05
+    assert all(math.isnan(v) for v in stats.hodges_lehmann([1.0])) and math.isnan(stats.hodges_lehmann([1, 2, 3])[1])
+
+
+def test_tost_is_the_larger_of_two_one_sided_t_tests():
+    d = np.random.default_rng(2).normal(0.05, 1.0, 40)
+    res = stats.tost_paired(d, 0.3)
+    t_low = (d.mean() + 0.3) / (d.std(ddof=1) / math.sqrt(40))
+    t_high = (d.mean() - 0.3) / (d.std(ddof=1) / math.sqrt(40))
+    assert res["p_lower"] == pytest.approx(sps.t.sf(t_low, 39)) and res["p_upper"] == pytest.approx(sps.t.cdf(t_high, 39))
+    assert res["p_tost"] == max(res["p_lower"], res["p_upper"])
+    assert stats.tost_paired(d + 2.0, 0.3)["p_tost"] > 0.5  # a real shift is not "equivalent"

@@ -38,6 +38,16 @@ def test_prompt_tokens_are_masked_and_the_target_ends_with_eos(embedded, tiny):
     assert example["input_ids"][-1] == tokenizer.eos_token_id
 
 
+def test_training_sequences_start_with_the_scoring_start_token(embedded, tiny):
+    from cqa_utils.scoring import start_token_id
+
+    _, tokenizer = embedded
+    cfg = load_config("smoke", tiny)
+    example = tokenize_examples(cfg, tokenizer, 8192)[0]
+    assert example["input_ids"][0] == start_token_id(tokenizer, cfg.model.start_token)
+    assert tokenizer.convert_ids_to_tokens(example["input_ids"][0]) == "<|endoftext|>"
+
+
 def test_too_long_examples_are_an_error_not_truncated(embedded, tiny):
     _, tokenizer = embedded
     with pytest.raises(ValueError, match=r"annotations \['t-001'.*exceed train.max_length \(50 tokens"):

@@ -2,7 +2,8 @@
 
 Reads ``01_data_audit/shares.csv``, ``02_finetune/train_log.csv``,
 ``03_logprobs/scores.csv`` + ``tokens.parquet`` and ``04_stats/stats.csv`` + ``stats.json``;
-writes ``results/<run>/05_figures/fig_<a..g>_*.png`` (300 dpi) and ``.pdf``.
+writes ``results/<run>/05_figures/fig_<a..j>_*.png`` (300 dpi) and ``.pdf`` (h–j, the
+controls, only when stage 03 scored them).
 ``cqa report`` copies the reference run's figures into the project's ``figures/`` folder.
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Iterator
 
-from .. import plots
+from .. import control_plots, plots
 from ..config import Config
 from ..runs import open_stage, stage_outputs
 
@@ -45,7 +46,7 @@ def load_inputs(cfg: Config) -> dict:
 
 
 def build_figures(inputs: dict, epoch: int) -> Iterator[tuple[str, object]]:
-    """(name, Figure) for figures a–g, built one at a time so each can be saved and closed."""
+    """(name, Figure) for figures a–j, built one at a time so each can be saved and closed."""
     scores = inputs["scores"]
     yield "fig_a_audit_shares", plots.fig_audit_shares(inputs["shares"])
     yield "fig_b_training_loss", plots.fig_training_loss(inputs["log"])
@@ -54,6 +55,11 @@ def build_figures(inputs: dict, epoch: int) -> Iterator[tuple[str, object]]:
     yield "fig_e_effect_sizes", plots.fig_effect_sizes(inputs["stats"], inputs["paper"], epoch)
     yield "fig_f_token_surprise", plots.fig_token_surprise(inputs["tokens"], plots.pick_items(scores, epoch), epoch)
     yield "fig_g_metric_check", plots.fig_metric_check(scores, epoch=0)
+    if "delta_i_specific" in scores and scores["delta_i_specific"].notna().any():
+        yield "fig_h_raw_vs_specific", control_plots.fig_raw_vs_specific(scores)
+        yield "fig_i_slot_delta_delta", control_plots.fig_slot_delta_delta(inputs["stats"], epoch)
+    if "overlap" in scores:
+        yield "fig_j_overlap_vs_delta_i", control_plots.fig_overlap_vs_delta_i(scores, epoch=0)
 
 
 def run_figures(cfg: Config, force: bool = False) -> dict[str, Path]:

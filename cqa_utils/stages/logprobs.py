@@ -4,12 +4,19 @@ For each item x (and, for literary items, its degraded rewrite) the continuation
 scored after the conditional prefix (context + constraints y) and the unconditional one
 (context only), on the base model (epoch 0) and with every saved adapter applied to the
 *unquantized* fp32 base — an adapter trained in 4-bit is scored without quantization
-noise, which is of the size of the effect. Writes, under the output folder:
+noise, which is of the size of the effect. On the base model and the headline epoch
+(every epoch with ``score.controls_at: all``) each text is also scored under the
+controls of :mod:`cqa_utils.controls`: the constraints of ``score.mismatched_k`` other
+items of its group, and each slot of its own y alone. Writes, under the output folder:
 
-- ``scores.csv``: item_id, group, variant, checkpoint, epoch, n_tokens, logp_cond,
-  logp_uncond, delta_i (nats, summed over x), delta_i_mean (nats per token);
-- ``pairs.jsonl``: the exact prefix and continuation strings scored, one per line;
-- ``tokens.parquet``: per-token log-probs (nats) for the token-level views.
+- ``scores.csv``: item_id, pair_id, group, variant, checkpoint, epoch, n_tokens, logp_cond,
+  logp_uncond, delta_i (nats, summed over x), delta_i_mean (nats per token), then the
+  controls — logp_mismatched (mean over the K), mismatched (their ids), delta_i_specific,
+  delta_i_intent/audience/reality (+ _mean twins; empty where not scored) — and the
+  model-free overlap baseline: overlap (share of the text's content words in y), y_words;
+- ``pairs.jsonl``: the exact prefix and continuation strings scored, one per line, with
+  the condition and whose constraints the prefix holds;
+- ``tokens.parquet``: per-token log-probs (nats) under cond and uncond, for the token views.
 """
 from __future__ import annotations
 
@@ -19,12 +26,34 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config
-from ..data import BenchmarkItem, load_benchmark
-from ..prompts import continuation, scoring_prefixes
+from ..controls import KINDS, MEASURES, control_values, delta_column, mismatched_partners
+from ..data import CONSTRAINT_TYPES, BenchmarkItem, load_benchmark
+from ..overlap import overlap_share, shared_words
+from ..prompts import continuation, control_prefixes, scoring_prefixes
 from ..runs import atomic_path, inside, open_stage, stage_dir, stage_outputs, write_csv, write_jsonl
-from ..scoring import ScoreRequest, TokenScores, delta_i, logprob_sum, score_requests
+from ..scoring import ScoreRequest, TokenScores, logprob_sum, score_requests
+from ..stats import headline_epoch
 
-CONDITIONS = ("cond", "uncond")
+TOKEN_CONDITIONS = ("cond", "uncond")  # the conditions tokens.parquet keeps
+SCORE_COLUMNS = ["item_id", "pair_id", "group", "variant", "checkpoint", "epoch", "n_tokens", "logp_cond", "logp_uncond",
+                 *(delta_column(k, m) for k in KINDS for m in MEASURES), "logp_mismatched", "mismatched",
+                 "overlap", "y_words"]  # controls not scored at a checkpoint are empty there
+
+
+@dataclass(frozen=True)
+class Controls:
+    """Which controls a checkpoint is scored under (none: only cond and uncond)."""
+
+    partners: dict[str, tuple[str, ...]]  # item id -> the items whose constraints it is also scored under
+    slots: tuple[str, ...]  # single-slot conditions
+
+    @classmethod
+    def from_config(cls, cfg: Config, items: list[BenchmarkItem]) -> "Controls":
+        partners = mismatched_partners(items, cfg.score.mismatched_k, cfg.run.seed)
+        return cls(partners, CONSTRAINT_TYPES if cfg.score.single_slot else ())
+
+
+NO_CONTROLS = Controls({}, ())
 
 
 @dataclass(frozen=True)
@@ -50,20 +79,34 @@ def benchmark_items(cfg: Config, path: Path | str | None = None) -> list[Benchma
     return kept
 
 
-def build_requests(items: list[BenchmarkItem], template: str) -> tuple[list[ScoreRequest], list[dict]]:
-    """One request per item × variant × condition, and the ``pairs.jsonl`` row of each, in one order."""
+def build_requests(items: list[BenchmarkItem], template: str,
+                   controls: Controls = NO_CONTROLS) -> tuple[list[ScoreRequest], list[dict]]:
+    """One request per item × variant × condition, and the ``pairs.jsonl`` row of each, in one order.
+
+    Conditions: ``cond`` and ``uncond``, then ``mismatch:<id>`` and ``slot:<type>`` per ``controls``.
+    """
+    by_id = {item.id: item for item in items}
     requests, pairs = [], []
     for item in items:
-        prefixes = scoring_prefixes(item, template)
+        partners = [by_id[i] for i in controls.partners.get(item.id, ())]
+        prefixes = scoring_prefixes(item, template) | control_prefixes(item, partners, controls.slots, template)
         variants = [("x", item.x)] + ([("x_degraded", item.x_degraded)] if item.x_degraded else [])
         for variant, text in variants:
-            for condition in CONDITIONS:
+            for condition, prefix in prefixes.items():
                 key = f"{item.id}|{variant}|{condition}"
-                requests.append(ScoreRequest(key, prefixes[condition], continuation(text)))
-                pairs.append({"key": key, "item_id": item.id, "group": item.group, "variant": variant,
-                              "condition": condition, "prefix": prefixes[condition],
-                              "continuation": continuation(text)})
+                requests.append(ScoreRequest(key, prefix, continuation(text)))
+                pairs.append({"key": key, "item_id": item.id, "pair_id": item.pair_id, "group": item.group,
+                              "variant": variant, "condition": condition,
+                              "constraints_from": condition.split(":", 1)[1] if condition.startswith("mismatch:")
+                              else item.id if condition != "uncond" else None,
+                              "prefix": prefix, "continuation": continuation(text)})
     return requests, pairs
+
+
+def overlap_columns(item: BenchmarkItem, text: str) -> dict:
+    """The model-free baseline for one text: share of its content words in y, and how many of y's."""
+    y = item.constraints.text()
+    return {"overlap": overlap_share(text, y), "y_words": len(shared_words(text, y))}
 
 
 def trained_checkpoints(cfg: Config) -> list[Checkpoint]:
@@ -111,46 +154,81 @@ def applied(model, checkpoint: Checkpoint):
         peft_model.unload()  # removes the LoRA layers without merging them into the base
 
 
+def controls_for(cfg: Config, checkpoints: list[Checkpoint], controls: Controls) -> dict[str, Controls]:
+    """Controls per checkpoint: every one with ``score.controls_at: all``, else the base and the headline epoch."""
+    trained = [c.epoch for c in checkpoints if c.epoch > 0]
+    wanted = {0, headline_epoch(cfg.stats.headline_epoch, trained)} if trained else {0}
+    return {c.name: controls if cfg.score.controls_at == "all" or c.epoch in wanted else NO_CONTROLS
+            for c in checkpoints}
+
+
 def score_items(model, tokenizer, items: list[BenchmarkItem], checkpoints: list[Checkpoint], *,
-                template: str, batch_size: int, start_token: str | None):
-    """Scores of every item × variant × checkpoint: (scores frame, pairs rows, tokens frame)."""
+                template: str, batch_size: int, start_token: str | None, controls: dict[str, Controls] | None = None):
+    """Scores of every item × variant × checkpoint: (scores, pairs rows, tokens, timing) frames.
+
+    ``controls`` maps a checkpoint name to the controls scored there (default: none). Each
+    distinct request appears once in the pairs rows, with the checkpoints it was scored on.
+    """
+    import time
+
     import pandas as pd
 
-    requests, pairs = build_requests(items, template)
-    rows, token_rows = [], []
+    rows, token_rows, timing, unique_pairs = [], [], [], {}
     for checkpoint in checkpoints:
+        chosen = (controls or {}).get(checkpoint.name, NO_CONTROLS)
+        requests, pairs = build_requests(items, template, chosen)
+        started = time.perf_counter()
         with applied(model, checkpoint) as scorer:
             results = score_requests(scorer, tokenizer, requests, batch_size=batch_size,
                                      start_token=start_token, desc=f"scoring {checkpoint.name}")
-        rows.extend(_score_rows(checkpoint, pairs, results))
+        timing.append({"checkpoint": checkpoint.name, "epoch": checkpoint.epoch, "requests": len(requests),
+                       "with_controls": chosen is not NO_CONTROLS, "seconds": time.perf_counter() - started,
+                       "continuation_tokens": sum(r.n_tokens for r in results)})
+        rows.extend(_score_rows(checkpoint, items, pairs, results))
+        for pair in pairs:
+            unique_pairs.setdefault(pair["key"], pair | {"checkpoints": []})["checkpoints"].append(checkpoint.name)
         token_rows.extend(_token_rows(checkpoint, results, pairs, tokenizer))
-    return pd.DataFrame(rows), pairs, pd.DataFrame(token_rows)
+    return (pd.DataFrame(rows, columns=SCORE_COLUMNS), list(unique_pairs.values()), pd.DataFrame(token_rows),
+            pd.DataFrame(timing))
 
 
-def _score_rows(checkpoint: Checkpoint, pairs: list[dict], results: list[TokenScores]) -> list[dict]:
-    """One scores.csv row per (item, variant): its cond and uncond results side by side.
+def _score_rows(checkpoint: Checkpoint, items: list[BenchmarkItem], pairs: list[dict],
+                results: list[TokenScores]) -> list[dict]:
+    """One scores.csv row per (item, variant): every condition's result side by side.
 
     ``results`` is in the order of ``pairs`` (score_requests keeps input order), so each
     result is matched to its item, variant and condition by position.
     """
+    by_id = {item.id: item for item in items}
     texts: dict[tuple[str, str], dict] = {}
     for info, result in zip(pairs, results, strict=True):
-        texts.setdefault((info["item_id"], info["variant"]), {"info": info})[info["condition"]] = result
+        texts.setdefault((info["item_id"], info["variant"]), {"info": info, "results": {}})["results"][
+            info["condition"]] = result
     rows = []
     for entry in texts.values():
-        info, cond, uncond = entry["info"], entry["cond"], entry["uncond"]
-        assert cond.token_ids.tolist() == uncond.token_ids.tolist(), f"{info['item_id']}: x tokenized differently"
-        total = delta_i(logprob_sum(cond), logprob_sum(uncond))
-        rows.append({"item_id": info["item_id"], "group": info["group"], "variant": info["variant"],
-                     "checkpoint": checkpoint.name, "epoch": checkpoint.epoch, "n_tokens": cond.n_tokens,
-                     "logp_cond": logprob_sum(cond), "logp_uncond": logprob_sum(uncond),
-                     "delta_i": total, "delta_i_mean": total / cond.n_tokens})
+        info, results_by = entry["info"], entry["results"]
+        cond, uncond = results_by["cond"], results_by["uncond"]
+        for name, result in results_by.items():
+            assert result.token_ids.tolist() == cond.token_ids.tolist(), f"{info['item_id']}: {name} tokenized x differently"
+        logp = {name: logprob_sum(result) for name, result in results_by.items()}
+        mismatched = [name.split(":", 1)[1] for name in logp if name.startswith("mismatch:")]
+        item = by_id[info["item_id"]]
+        rows.append({"item_id": info["item_id"], "pair_id": info["pair_id"], "group": info["group"],
+                     "variant": info["variant"], "checkpoint": checkpoint.name, "epoch": checkpoint.epoch,
+                     "n_tokens": cond.n_tokens, "logp_cond": logp["cond"], "logp_uncond": logp["uncond"],
+                     **control_values(logp, cond.n_tokens),
+                     "logp_mismatched": (sum(logp[f"mismatch:{m}"] for m in mismatched) / len(mismatched)
+                                         if mismatched else None),
+                     "mismatched": " ".join(mismatched) or None,
+                     **overlap_columns(item, item.x if info["variant"] == "x" else item.x_degraded)})
     return rows
 
 
 def _token_rows(checkpoint: Checkpoint, results: list[TokenScores], pairs: list[dict], tokenizer) -> list[dict]:
     rows = []
     for info, result in zip(pairs, results, strict=True):
+        if info["condition"] not in TOKEN_CONDITIONS:
+            continue
         pieces = tokenizer.convert_ids_to_tokens(result.token_ids.tolist())
         for position, (token_id, piece, logprob) in enumerate(zip(result.token_ids, pieces, result.logprobs)):
             rows.append({"checkpoint": checkpoint.name, "epoch": checkpoint.epoch, "item_id": info["item_id"],
@@ -160,10 +238,11 @@ def _token_rows(checkpoint: Checkpoint, results: list[TokenScores], pairs: list[
     return rows
 
 
-def write_outputs(out_dir: Path, scores, pairs: list[dict], tokens) -> dict[str, Path]:
-    """scores.csv, pairs.jsonl and tokens.parquet, each written atomically; returned by name."""
+def write_outputs(out_dir: Path, scores, pairs: list[dict], tokens, timing) -> dict[str, Path]:
+    """scores.csv, pairs.jsonl, timing.csv and tokens.parquet, each written atomically; returned by name."""
     out_dir = Path(out_dir)
-    written = {"scores": write_csv(out_dir / "scores.csv", scores), "pairs": write_jsonl(out_dir / "pairs.jsonl", pairs)}
+    written = {"scores": write_csv(out_dir / "scores.csv", scores), "pairs": write_jsonl(out_dir / "pairs.jsonl", pairs),
+               "timing": write_csv(out_dir / "timing.csv", timing)}
     with atomic_path(out_dir / "tokens.parquet") as tmp:
         tokens.to_parquet(tmp, index=False)
     return written | {"tokens": out_dir / "tokens.parquet"}
@@ -184,16 +263,20 @@ def run_logprobs(cfg: Config, force: bool = False) -> dict[str, Path]:
     if stage.skipped:
         return stage.outputs()
     model, tokenizer = _scoring_model(cfg)
-    scores, pairs, tokens = score_items(model, tokenizer, items, checkpoints, template=cfg.prompt.template,
-                                        batch_size=cfg.score.batch_size, start_token=cfg.model.start_token)
-    written = write_outputs(stage.path, scores, pairs, tokens)
+    controls = controls_for(cfg, checkpoints, Controls.from_config(cfg, items))
+    frames = score_items(model, tokenizer, items, checkpoints, template=cfg.prompt.template,
+                         batch_size=cfg.score.batch_size, start_token=cfg.model.start_token, controls=controls)
+    written = write_outputs(stage.path, *frames)
+    timing = frames[3]
     return stage.finish(written, {"items": len(items), "checkpoints": [c.name for c in checkpoints],
+                                  "controls_on": [n for n, c in controls.items() if c is not NO_CONTROLS],
+                                  "seconds": round(float(timing["seconds"].sum()), 1),
                                   "precision": cfg.score.precision})
 
 
 def score_benchmark_file(cfg: Config, benchmark: Path | str, out_dir: Path | str,
                          adapter: Path | str | None = None) -> dict[str, Path]:
-    """``cqa score``: any benchmark file in the project's schema, base model or one adapter."""
+    """``cqa score``: any benchmark file in the project's schema, base model or one adapter, with the controls."""
     items = benchmark_items(cfg, benchmark)
     checkpoint = Checkpoint("base", 0, None)
     if adapter:
@@ -201,8 +284,9 @@ def score_benchmark_file(cfg: Config, benchmark: Path | str, out_dir: Path | str
         epoch = json.loads(epoch_file.read_text())["epoch"] if epoch_file.is_file() else -1  # -1: unknown epoch
         checkpoint = Checkpoint(Path(adapter).name, epoch, check_adapter(Path(adapter)))
     model, tokenizer = _scoring_model(cfg)
-    scores, pairs, tokens = score_items(model, tokenizer, items, [checkpoint], template=cfg.prompt.template,
-                                        batch_size=cfg.score.batch_size, start_token=cfg.model.start_token)
+    frames = score_items(model, tokenizer, items, [checkpoint], template=cfg.prompt.template,
+                         batch_size=cfg.score.batch_size, start_token=cfg.model.start_token,
+                         controls={checkpoint.name: Controls.from_config(cfg, items)})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return write_outputs(inside(out, "."), scores, pairs, tokens)
+    return write_outputs(inside(out, "."), *frames)
