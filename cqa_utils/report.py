@@ -56,13 +56,29 @@ def controlled_verdict(report: dict) -> str:
     numbers = (f"mean {row['mean']:+.2f} nats, Hodges–Lehmann {_fmt(row.get('hl'), 2)}, d_z = {row['d_z']:+.2f}, "
                f"one-sided p = {row['p_one_sided']:.3g}")
     if row["p_one_sided"] < 0.05 and row["d_z"] > 0:
-        return f"The primary endpoint supports the paper's claim: {what} is positive ({numbers})."
+        control = _control_row(report, declared)
+        if control and control.get("p_one_sided") is not None and control["p_one_sided"] < 0.05 and control["d_z"] > 0:
+            return (f"The primary endpoint is positive — {what} rises ({numbers}) — but the factual control rises "
+                    f"too (d_z = {control['d_z']:+.2f}, one-sided p = {control['p_one_sided']:.3g}), so this run does "
+                    "not show the paper's domain-selective effect.")
+        if control is None:
+            return f"The primary endpoint is positive: {what} rises ({numbers}); no factual control was scored."
+        return f"The primary endpoint supports the paper's claim: {what} rises ({numbers}) and the factual control does not."
     margin = report.get("settings", {}).get("equivalence_dz")
     if row.get("p_tost") is not None and row["p_tost"] < 0.05:
         return (f"The primary endpoint shows no effect: {what} is equivalent to zero within ±{margin} sd "
                 f"(TOST p = {row['p_tost']:.3g}; {numbers}).")
     return (f"The primary endpoint is inconclusive: {what} is not significantly positive, nor equivalent to zero "
             f"within ±{margin} sd (TOST p = {_fmt(row.get('p_tost'))}; {numbers}).")
+
+
+def _control_row(report: dict, declared: dict) -> dict | None:
+    """The factual row of the primary endpoint's kind, measure and epoch (its control)."""
+    for r in report.get("stats_table", []):
+        if (r["group"], r["kind"], r["measure"], r["epoch"]) == ("factual", declared.get("kind"),
+                                                                  declared.get("measure", "sum"), declared.get("epoch")):
+            return r
+    return None
 
 
 def _kind_rows(report: dict) -> list[str]:

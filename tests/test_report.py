@@ -15,13 +15,17 @@ def report(lit_p, lit_d, fact_p, fact_d) -> dict:
                              "p_mannwhitney": 0.8}],
             "stats_table": [{"group": "literary", "kind": "specific", "epoch": 5, "measure": "sum", "n": 40, "mean": 0.4,
                              "hl": 0.3, "hl_ci_low": -0.1, "hl_ci_high": 0.9, "p_one_sided": 0.2, "p_holm": 0.4,
-                             "d_z": 0.1, "p_tost": 0.3, "role": "primary"}],
+                             "d_z": 0.1, "p_tost": 0.3, "role": "primary"},
+                            {"group": "factual", "kind": "specific", "epoch": 5, "measure": "sum", "n": 40, "mean": 0.1,
+                             "hl": 0.1, "hl_ci_low": -0.4, "hl_ci_high": 0.6, "p_one_sided": 0.4, "p_holm": 0.4,
+                             "d_z": 0.05, "p_tost": 0.04, "role": "exploratory"}],
             "settings": {"equivalence_dz": 0.3}}
 
 
 def with_primary(report_: dict, p: float | None, d: float, p_tost: float) -> dict:
     row = {"mean": 0.4, "hl": 0.3, "d_z": d, "p_one_sided": p, "p_tost": p_tost}
-    return report_ | {"primary": {"declared": {"kind": "specific", "epoch": 5}, "row": row if p is not None else None}}
+    return report_ | {"primary": {"declared": {"kind": "specific", "measure": "sum", "epoch": 5},
+                                  "row": row if p is not None else None}}
 
 
 @pytest.mark.parametrize("numbers,expected", [
@@ -41,13 +45,22 @@ def test_verdict_follows_the_numbers(numbers, expected):
 
 @pytest.mark.parametrize("p,d,p_tost,expected", [
     (None, 0.0, 0.5, "not scored in this run"),
-    (0.01, 0.45, 0.9, "supports the paper's claim: the literary specific Δ(ΔI) at epoch 5 is positive"),
+    (0.01, 0.45, 0.9, "supports the paper's claim: the literary specific Δ(ΔI) at epoch 5 rises"),
     (0.40, 0.02, 0.01, "shows no effect: the literary specific Δ(ΔI) at epoch 5 is equivalent to zero within ±0.3 sd"),
     (0.40, 0.10, 0.30, "is inconclusive"),
     (0.01, -0.40, 0.30, "is inconclusive"),  # a significant p with a negative effect is not support
 ])
 def test_controlled_verdict_follows_the_primary_endpoint(p, d, p_tost, expected):
     assert expected in controlled_verdict(with_primary(report(0.3, 0.2, 0.4, 0.1), p, d, p_tost))
+
+
+def test_controlled_verdict_says_when_the_factual_control_rises_too():
+    base = report(0.3, 0.2, 0.4, 0.1)
+    base["stats_table"][1].update(p_one_sided=0.001, d_z=0.8)
+    sentence = controlled_verdict(with_primary(base, 0.01, 0.38, 0.7))
+    assert "the factual control rises too (d_z = +0.80" in sentence and "not show the paper's domain-selective" in sentence
+    base["stats_table"].pop(1)
+    assert "no factual control was scored" in controlled_verdict(with_primary(base, 0.01, 0.38, 0.7))
 
 
 def test_results_block_replaces_only_the_text_between_the_markers(tmp_path):
