@@ -1,6 +1,6 @@
 """Small HTML views for notebooks: per-token values as coloured text (notebook 03).
 
-matplotlib draws the publication figure (plots.fig_token_surprise); in a notebook,
+matplotlib draws the publication figure (token_plots.fig_token_surprise); in a notebook,
 inline HTML keeps the real text selectable and wraps like prose, which a reader wants
 when looking at which words a constraint made more or less expected.
 """

@@ -1,7 +1,6 @@
 """Tests for cqa_utils.audit: loaders, creative slice, classifiers, agreement, shares."""
 import json
 import math
-from pathlib import Path
 
 import pandas as pd
 import pytest

@@ -1,5 +1,4 @@
 """The notebooks: structure checks (fast) and a papermill smoke run of the whole pipeline."""
-import json
 
 import nbformat
 import pytest

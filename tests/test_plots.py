@@ -97,7 +97,7 @@ def _check(fig, n_axes: int) -> None:
 
 @pytest.mark.parametrize("n", [3, 2])
 def test_every_figure_is_built_with_titles_and_expected_axes(n):
-    from cqa_utils import plots
+    from cqa_utils import plots, token_plots
     from cqa_utils.analysis import PAPER_EPOCH5
 
     scores = make_scores(n)
@@ -109,9 +109,9 @@ def test_every_figure_is_built_with_titles_and_expected_axes(n):
     _check(plots.fig_delta_delta_by_epoch(stats), 1)
     _check(plots.fig_delta_delta_by_epoch(stats, measure="mean"), 1)
     _check(plots.fig_effect_sizes(stats, PAPER_EPOCH5, epoch=2), 1)
-    _check(plots.fig_token_surprise(tokens, "lit-01", epoch=2), 2)  # text panel + colourbar
-    items = plots.pick_items(scores, epoch=1, k=2)
-    _check(plots.fig_token_surprise(tokens, items, epoch=1), len(items) + 1)
+    _check(token_plots.fig_token_surprise(tokens, "lit-01", epoch=2), 2)  # text panel + colourbar
+    items = token_plots.pick_items(scores, epoch=1, k=2)
+    _check(token_plots.fig_token_surprise(tokens, items, epoch=1), len(items) + 1)
     _check(plots.fig_metric_check(scores, epoch=0), 1)
 
 
@@ -136,7 +136,7 @@ def test_save_fig_writes_png_and_pdf_and_no_temp_files(tmp_path):
 
 
 def test_token_changes_are_tuned_minus_base_per_position():
-    from cqa_utils.plots import token_changes
+    from cqa_utils.token_plots import token_changes
 
     tokens = make_tokens(make_scores(2))
     out = token_changes(tokens, "lit-02", epoch=2)
@@ -154,7 +154,7 @@ def test_token_changes_are_tuned_minus_base_per_position():
 
 
 def test_pick_items_returns_the_largest_and_smallest_literary_change():
-    from cqa_utils.plots import pick_items
+    from cqa_utils.token_plots import pick_items
     from cqa_utils.analysis import paired_differences
 
     scores = make_scores(5)
@@ -166,7 +166,7 @@ def test_pick_items_returns_the_largest_and_smallest_literary_change():
 
 
 def test_wrapping_keeps_lines_within_width_and_breaks_at_newlines():
-    from cqa_utils.plots import _wrap
+    from cqa_utils.token_plots import _wrap
 
     placed = _wrap(WORDS * 4, width=20)
     assert all(col + len(text) <= 20 for _, col, text in placed if col)

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Iterator
 
-from .. import control_plots, plots
+from .. import control_plots, plots, token_plots
 from ..config import Config
 from ..runs import open_stage, stage_outputs
 
@@ -53,7 +53,7 @@ def build_figures(inputs: dict, epoch: int) -> Iterator[tuple[str, object]]:
     yield "fig_c_paired_delta_i", plots.fig_paired_delta_i(scores, epoch)
     yield "fig_d_delta_delta_by_epoch", plots.fig_delta_delta_by_epoch(inputs["stats"], measure="sum")
     yield "fig_e_effect_sizes", plots.fig_effect_sizes(inputs["stats"], inputs["paper"], epoch)
-    yield "fig_f_token_surprise", plots.fig_token_surprise(inputs["tokens"], plots.pick_items(scores, epoch), epoch)
+    yield "fig_f_token_surprise", token_plots.fig_token_surprise(inputs["tokens"], token_plots.pick_items(scores, epoch), epoch)
     yield "fig_g_metric_check", plots.fig_metric_check(scores, epoch=0)
     if "delta_i_specific" in scores and scores["delta_i_specific"].notna().any():
         yield "fig_h_raw_vs_specific", control_plots.fig_raw_vs_specific(scores)

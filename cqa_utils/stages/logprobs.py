@@ -207,7 +207,7 @@ def _score_rows(checkpoint: Checkpoint, items: list[BenchmarkItem], pairs: list[
     rows = []
     for entry in texts.values():
         info, results_by = entry["info"], entry["results"]
-        cond, uncond = results_by["cond"], results_by["uncond"]
+        cond = results_by["cond"]
         for name, result in results_by.items():
             assert result.token_ids.tolist() == cond.token_ids.tolist(), f"{info['item_id']}: {name} tokenized x differently"
         logp = {name: logprob_sum(result) for name, result in results_by.items()}
