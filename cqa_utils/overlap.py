@@ -36,8 +36,12 @@ def _stemmer():
     return snowballstemmer.stemmer("english")
 
 
+@lru_cache(maxsize=8192)
 def content_words(text: str) -> frozenset[str]:
-    """Distinct content stems of ``text`` (see the module docstring for the rules)."""
+    """Distinct content stems of ``text`` (see the module docstring for the rules).
+
+    Cached: the validator and stage 03 (once per checkpoint) ask for the same texts again.
+    """
     stop = _stop_words()
     tokens = [t for t in _TOKEN.findall(text.lower().replace("’", "'")) if len(t) >= MIN_CHARS and t not in stop]
     return frozenset(_stemmer().stemWords(tokens))
