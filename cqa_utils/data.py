@@ -8,6 +8,7 @@ Used by notebooks 01–03 and by the ``cqa validate`` and ``cqa score`` commands
 """
 from __future__ import annotations
 
+import gzip
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,12 +135,16 @@ class _Checker:
 
 
 def read_jsonl(path: Path) -> list[tuple[int, dict]]:
-    """(line number, object) pairs; blank lines skipped; every bad line reported."""
+    """(line number, object) pairs; blank lines skipped; every bad line reported.
+
+    A ``.gz`` file is read through gzip (the shipped audit records are compressed).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     rows, problems = [], []
-    with path.open(encoding="utf-8") as handle:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue

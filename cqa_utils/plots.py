@@ -21,7 +21,6 @@ from .controls import delta_column
 
 GROUP_COLOURS = {"literary": "#D55E00", "factual": "#0072B2"}  # Okabe–Ito, colour-blind safe
 LABEL_COLOURS = {"craft": "#009E73", "audience": "#E69F00", "reality": "#56B4E9"}
-OURS = "cqa_annotations"  # the audit's name for our own CoT annotations
 UNITS = {"sum": "nats", "mean": "nats/token"}
 
 
@@ -68,46 +67,6 @@ def epoch_check(frame: pd.DataFrame, epoch: int, what: str) -> None:
 def ordered_groups(frame: pd.DataFrame) -> list[str]:
     present = list(pd.unique(frame["group"]))
     return [g for g in GROUPS if g in present] + [g for g in present if g not in GROUPS]
-
-
-def fig_audit_shares(shares: pd.DataFrame):
-    """Share of records teaching craft / audience / reality, per dataset, Wilson 95 % CIs.
-
-    Args:
-        shares: 01_data_audit/shares.csv (dataset, label, n, k, share, ci_low, ci_high);
-            audit.type_shares' ``lo``/``hi`` are accepted too. Our annotations (dataset
-            "cqa_annotations") are drawn hatched, last, behind a dashed separator.
-    """
-    plt = styled_pyplot()
-    require_columns(shares, ["dataset", "label", "n", "share", "ci_low", "ci_high"], "shares")
-    datasets = [d for d in pd.unique(shares["dataset"]) if d != OURS]
-    datasets += [OURS] if (shares["dataset"] == OURS).any() else []
-    labels = [lab for lab in LABEL_COLOURS if lab in set(shares["label"])]
-    labels += [lab for lab in pd.unique(shares["label"]) if lab not in labels]
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(datasets) + 2), 3.4))
-    width = 0.8 / max(len(labels), 1)
-    for j, label in enumerate(labels):
-        rows = shares[shares["label"] == label].set_index("dataset").reindex(datasets)
-        x = np.arange(len(datasets)) + (j - (len(labels) - 1) / 2) * width
-        share = 100 * rows["share"].to_numpy(float)
-        err = 100 * np.vstack([rows["share"] - rows["ci_low"], rows["ci_high"] - rows["share"]])
-        bars = ax.bar(x, share, width, color=LABEL_COLOURS.get(label), label=label,
-                      edgecolor="white", linewidth=0.5)
-        ax.errorbar(x, share, yerr=np.clip(err, 0, None), fmt="none", ecolor="0.2",
-                    elinewidth=0.8, capsize=2)
-        for bar in [b for b, name in zip(bars, datasets) if name == OURS]:
-            bar.set(hatch="///", edgecolor="0.25")
-    n = shares.groupby("dataset")["n"].first()
-    names = ["ours (CoT annotations)" if d == OURS else d for d in datasets]
-    ax.set_xticks(np.arange(len(datasets)), [f"{s}\nn={n[d]}" for s, d in zip(names, datasets)],
-                  rotation=20 if len(datasets) > 4 else 0, ha="center")
-    if OURS in datasets and len(datasets) > 1:
-        ax.axvline(len(datasets) - 1.5, color="0.4", linestyle="--", linewidth=0.8)
-    ax.set(ylim=(0, 105), ylabel="records teaching the type (%)", xlabel="dataset",
-           title="What alignment data teaches: craft vs audience vs reality (Wilson 95 % CI)")
-    ax.legend(title="constraint type", loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.tight_layout()
-    return fig
 
 
 def fig_training_loss(log: pd.DataFrame):

@@ -1,8 +1,9 @@
 """The README's Results section, generated from a finished run (``cqa report``, ``make reproduce``).
 
-Reads ``results/<run>/04_stats/stats.json``, rewrites the block between the markers in
-README.md, and copies the run's figures (stage 05) into ``figures/``. The verdict sentence
-is computed from the numbers, so the README never claims more than the run showed.
+Reads ``results/<run>/04_stats/stats.json`` and stage 01's ``conclusion.json`` and
+``shares.csv``, rewrites the blocks between the ``results`` and ``audit`` markers in
+README.md, and copies the run's figures (stage 05) into ``figures/``. The verdict sentences
+are computed from the numbers, so the README never claims more than the run showed.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from .data import GROUPS
 from .runs import atomic_path, stage_outputs, write_text
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+AUDIT_BEGIN, AUDIT_END = "<!-- audit:begin -->", "<!-- audit:end -->"
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -157,13 +159,35 @@ def results_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def update_readme(readme: Path, report: dict) -> Path:
-    text = readme.read_text(encoding="utf-8")
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"{readme}: the markers {BEGIN} … {END} are missing")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return write_text(readme, f"{head}{BEGIN}\n{results_markdown(report)}\n{END}{tail}")
+def audit_markdown(conclusion: dict, shares, hand) -> str:
+    """The audit's conclusion per role and the role means (corrected, and from hand labels)."""
+    from .audit_shares import share_table
+    lines = [f"**{role.capitalize()} data.** {sentence}" for role, sentence in conclusion.items()]
+    lines += ["", "| role | shares from | craft | audience | reality | creative records |", "|---|---|---|---|---|---|"]
+    for what, frame in (("classifier, corrected", shares), ("adjudicated hand labels", hand)):
+        table = share_table(frame, "taught")
+        for group in (g for g in table.index if g.startswith("mean:")):
+            row = table.loc[group]
+            lines.append(f"| {group[5:]} | {what} | {row.craft} | {row.audience} | {row.reality} | {row.n} |")
+    lines += ["", "Shares: unweighted mean over each role's datasets, 95% bootstrap CI; bar: the record *teaches* "
+              "the type (level 2). Per dataset, both bars and the labellers' agreement: notebook 01."]
+    return "\n".join(lines)
+
+
+def _replace_block(text: str, begin: str, end: str, body: str, where: Path) -> str:
+    if begin not in text or end not in text:
+        raise ValueError(f"{where}: the markers {begin} … {end} are missing")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{body}\n{end}{tail}"
+
+
+def update_readme(readme: Path, report: dict, audit: str | None = None) -> Path:
+    """Rewrite the Results block (and the audit block when ``audit`` is given) in place."""
+    text = _replace_block(readme.read_text(encoding="utf-8"), BEGIN, END, results_markdown(report), readme)
+    if audit is not None:
+        text = _replace_block(text, AUDIT_BEGIN, AUDIT_END, audit, readme)
+    return write_text(readme, text)
 
 
 def copy_figures(cfg: Config, dest: Path | str | None = None) -> list[Path]:
@@ -178,6 +202,10 @@ def copy_figures(cfg: Config, dest: Path | str | None = None) -> list[Path]:
 
 
 def publish(cfg: Config, readme: Path = PROJECT_ROOT / "README.md") -> list[Path]:
-    """Copy the run's figures into figures/ and regenerate the README's Results block."""
+    """Copy the run's figures into figures/ and regenerate the README's Results and audit blocks."""
+    import pandas as pd
     report = json.loads(stage_outputs(cfg, "04")["report"].read_text(encoding="utf-8"))
-    return [*copy_figures(cfg), update_readme(readme, report)]
+    audit = stage_outputs(cfg, "01")
+    block = audit_markdown(json.loads(audit["conclusion"].read_text(encoding="utf-8")),
+                           pd.read_csv(audit["shares"]), pd.read_csv(audit["shares_hand_labels"]))
+    return [*copy_figures(cfg), update_readme(readme, report, block)]

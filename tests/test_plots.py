@@ -59,16 +59,24 @@ def make_tokens(scores: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def make_shares(seed: int = 0) -> pd.DataFrame:
-    from cqa_utils.audit import type_shares
+def make_shares(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(corrected shares, hand-label shares, our annotations' shares) shaped like stage 01's files."""
+    from cqa_utils.audit import LABELS, type_shares
+    from cqa_utils.audit_shares import corrected_shares
 
     rng = np.random.default_rng(seed)
-    frames = []
-    for dataset, n in (("alpaca", 60), ("dolly", 40), ("cqa_annotations", 8)):
-        frames.append(pd.DataFrame({"dataset": dataset, "craft": rng.random(n) < 0.6,
-                                    "audience": rng.random(n) < 0.2, "reality": rng.random(n) < 0.1}))
-    shares = type_shares(pd.concat(frames, ignore_index=True))
-    return shares.assign(classifier="rules")
+    records = pd.concat([pd.DataFrame({"dataset": d, **{k: (rng.random(n) < p).astype(int)
+                                                        for k, p in zip(LABELS, (0.6, 0.2, 0.1))}})
+                         for d, n in (("lima", 60), ("alpaca", 40), ("hanna", 30))], ignore_index=True)
+    gold = (rng.random(80) < 0.4).astype(int)
+    labelled = pd.DataFrame({**{k: gold for k in LABELS},
+                             **{f"pred_{k}": np.where(rng.random(80) < 0.85, gold, 1 - gold) for k in LABELS}})
+    roles = {"lima": "training", "alpaca": "evaluation", "hanna": "evaluation"}
+    shares = corrected_shares(records, labelled, roles, n_boot=100).assign(bar="taught")
+    perfect = labelled.assign(**{f"pred_{k}": labelled[k] for k in LABELS}, dataset=["lima", "hanna"] * 40)
+    hand = corrected_shares(perfect, perfect, roles, n_boot=100).assign(bar="taught")
+    ours = type_shares(records.head(8).assign(dataset="cqa_annotations"))
+    return shares, hand, ours
 
 
 def make_log(steps: int = 12, epochs: int = 2) -> pd.DataFrame:
@@ -97,13 +105,15 @@ def _check(fig, n_axes: int) -> None:
 
 @pytest.mark.parametrize("n", [3, 2])
 def test_every_figure_is_built_with_titles_and_expected_axes(n):
-    from cqa_utils import plots, token_plots
+    from cqa_utils import audit_plots, plots, token_plots
     from cqa_utils.analysis import PAPER_EPOCH5
 
     scores = make_scores(n)
     stats = make_stats(scores)
     tokens = make_tokens(scores)
-    _check(plots.fig_audit_shares(make_shares()), 1)
+    shares, hand, ours = (f.drop(columns="boot", errors="ignore") for f in make_shares())
+    _check(audit_plots.fig_audit_shares(shares, hand, ours), 2)  # public data + our annotations
+    _check(audit_plots.fig_audit_shares(shares), 1)
     _check(plots.fig_training_loss(make_log()), 2)  # loss axis + twin lr axis
     _check(plots.fig_paired_delta_i(scores, epoch=2), 2)
     _check(plots.fig_delta_delta_by_epoch(stats), 1)
@@ -199,7 +209,9 @@ def test_run_figures_writes_every_figure_and_copies_them(tmp_path, monkeypatch):
                                 "stats.headline_epoch": 5})  # beyond the 2 scored epochs
     scores = make_scores(3)
     report = stats_report(scores, n_boot=100, n_perm=100)
-    files = {"01": {"shares": make_shares()}, "02": {"train_log": make_log()},
+    shares, hand, ours = make_shares()
+    files = {"01": {"shares": shares.drop(columns="boot"), "shares_hand_labels": hand.drop(columns="boot"),
+                    "shares_annotations": ours}, "02": {"train_log": make_log()},
              "03": {"scores": scores}, "04": {"stats": pd.DataFrame(report["stats_table"])}}
     for key, frames in files.items():
         stage = runs.open_stage(cfg, key)

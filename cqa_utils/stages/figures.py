@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Iterator
 
-from .. import control_plots, plots, token_plots
+from .. import audit_plots, control_plots, plots, token_plots
 from ..config import Config
 from ..runs import open_stage, stage_outputs
 
@@ -38,6 +38,8 @@ def load_inputs(cfg: Config) -> dict:
     audit, finetune, logprobs, stats = (stage_outputs(cfg, s) for s in ("01", "02", "03", "04"))
     report = json.loads(stats["report"].read_text(encoding="utf-8"))
     return {"shares": pd.read_csv(audit["shares"]),
+            "shares_hand_labels": pd.read_csv(audit["shares_hand_labels"]),
+            "shares_annotations": pd.read_csv(audit["shares_annotations"]),
             "log": pd.read_csv(finetune["train_log"]),
             "scores": pd.read_csv(logprobs["scores"], dtype={"item_id": str}),
             "tokens": pd.read_parquet(logprobs["tokens"]),
@@ -48,7 +50,8 @@ def load_inputs(cfg: Config) -> dict:
 def build_figures(inputs: dict, epoch: int) -> Iterator[tuple[str, object]]:
     """(name, Figure) for figures a–j, built one at a time so each can be saved and closed."""
     scores = inputs["scores"]
-    yield "fig_a_audit_shares", plots.fig_audit_shares(inputs["shares"])
+    yield "fig_a_audit_shares", audit_plots.fig_audit_shares(
+        inputs["shares"], inputs["shares_hand_labels"], inputs["shares_annotations"])
     yield "fig_b_training_loss", plots.fig_training_loss(inputs["log"])
     yield "fig_c_paired_delta_i", plots.fig_paired_delta_i(scores, epoch)
     yield "fig_d_delta_delta_by_epoch", plots.fig_delta_delta_by_epoch(inputs["stats"], measure="sum")
