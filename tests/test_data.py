@@ -4,8 +4,9 @@ import dataclasses
 import json
 import re
 
+import pandas as pd
 import pytest
-from conftest import PROJECT_ROOT, annotation, benchmark_item, write_jsonl
+from conftest import PROJECT_ROOT, annotation, base_only_config, benchmark_item, write_jsonl
 
 from cqa_utils.data import COT_TYPES, DataError, Extra, load_annotations, load_benchmark
 
@@ -181,3 +182,18 @@ def test_extra_fields_are_kept_read_only_beside_an_unchanged_record(tmp_path, lo
     assert dataclasses.asdict(records[0])["extra"] == EXTRAS  # so pd.DataFrame(records) works too
     with pytest.raises(TypeError, match="read-only"):
         records[0].extra["source"] = "changed"
+
+
+def test_extra_fields_reach_pairs_jsonl_and_scores_csv_without_replacing_a_computed_column(tmp_path):
+    from cqa_utils.stages.logprobs import run_logprobs
+
+    bench = shipped_with_extras(tmp_path, load_benchmark, typo=False)
+    cfg, _ = base_only_config(tmp_path, bench, {"score.mismatched_k": 0, "score.single_slot": False})  # tiny: cond, uncond
+    outputs = run_logprobs(cfg)
+    pairs = [json.loads(line) for line in outputs["pairs"].read_text(encoding="utf-8").splitlines()]
+    assert len(pairs) == 6 and all(p["extra"] == EXTRAS for p in pairs)  # 3 texts × 2 conditions, nested meta too
+    scores = pd.read_csv(outputs["scores"])
+    scalar = ["extra.source", "extra.licence", "extra.year", "extra.delta_i"]
+    assert list(scores.columns[-4:]) == scalar and "extra.meta" not in scores.columns
+    assert scores[scalar].drop_duplicates().values.tolist() == [["written for this test", "CC BY 4.0", 2025, "not a score"]]
+    assert scores["delta_i"].to_numpy() == pytest.approx((scores["logp_cond"] - scores["logp_uncond"]).to_numpy())
