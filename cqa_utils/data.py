@@ -4,8 +4,9 @@ Every problem in a file is reported with file, line and field (malformed JSON, m
 misspelt, empty or mistyped fields, unknown labels, duplicate ids), all at once, before
 anything is used. A record may carry fields of its own (a source, a licence, a note): they
 are kept, read-only, in its ``extra`` and passed through to stage 03's outputs, never
-rendered into a prompt; a field name close to a known one is refused as a likely typo. ``cqa validate data/`` runs the same checks plus the benchmark's design
-rules (:mod:`cqa_utils.validation`).
+rendered into a prompt; a field name close to a known one is refused as a likely typo.
+``cqa validate data/`` runs the same checks plus the benchmark's design rules
+(:mod:`cqa_utils.validation`).
 Used by notebooks 01–03 and by the ``cqa validate`` and ``cqa score`` commands.
 """
 from __future__ import annotations
