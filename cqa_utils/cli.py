@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("path", nargs="?", default="data", help="data folder (default: data)")
 
     score = sub.add_parser("score", help="ΔI for every item of a benchmark file")
-    score.add_argument("--benchmark", required=True, help="JSONL in the project's benchmark schema")
+    score.add_argument("--benchmark", required=True, help="JSONL in the project's benchmark schema; extra fields pass through")
     score.add_argument("--config", default="default", help="config name or YAML path")
     score.add_argument("--adapter", help="peft adapter folder (default: the base model, epoch 0)")
     score.add_argument("--out", required=True, help="output folder for scores.csv, pairs.jsonl, tokens.parquet")

@@ -1,17 +1,23 @@
 """Schemas and loaders for the project's own data: CoT annotations and the benchmark.
 
 Every problem in a file is reported with file, line and field (malformed JSON, missing,
-extra, empty or mistyped fields, unknown labels, duplicate ids), all at once, before
-anything is used. ``cqa validate data/`` runs the same checks plus the benchmark's design
-rules (:mod:`cqa_utils.validation`).
+misspelt, empty or mistyped fields, unknown labels, duplicate ids), all at once, before
+anything is used. A record may carry fields of its own (a source, a licence, a note): they
+are kept, read-only, in its ``extra`` and passed through to stage 03's outputs, never
+rendered into a prompt; a field name close to a known one is refused as a likely typo.
+``cqa validate data/`` runs the same checks plus the benchmark's design rules
+(:mod:`cqa_utils.validation`).
 Used by notebooks 01–03 and by the ``cqa validate`` and ``cqa score`` commands.
 """
 from __future__ import annotations
 
+import difflib
 import gzip
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 CONSTRAINT_TYPES = ("intent", "audience", "reality")
 COT_TYPES = (*CONSTRAINT_TYPES, "craft")
@@ -19,6 +25,7 @@ VERDICTS = ("works", "partly", "fails")
 GENRES = ("realist_fiction", "genre_fiction", "poetry", "drama", "childrens", "literary_nonfiction")
 GROUPS = ("literary", "factual")
 TAG_FIELDS = ("topics", "names")  # optional on every record; the no-reuse check compares them
+TYPO_CUTOFF = 0.75  # difflib similarity at or above which an unknown field name is taken for a typo
 
 
 class DataError(ValueError):
@@ -28,6 +35,22 @@ class DataError(ValueError):
         self.problems = problems
         shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
         super().__init__(f"{len(problems)} problem(s):\n  " + "\n  ".join(shown))
+
+
+class Extra(dict):
+    """A record's extra fields, read-only at the top level.
+
+    A dict rather than a ``MappingProxyType`` so that ``json.dumps``, ``dataclasses.asdict``
+    (and so ``pd.DataFrame(records)``), ``copy.deepcopy`` and pickling keep working on records.
+    """
+
+    def _read_only(self, *args, **kwargs):
+        raise TypeError("a record's extra fields are read-only")
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _read_only
+
+    def __reduce__(self):
+        return Extra, (dict(self),)
 
 
 @dataclass(frozen=True)
@@ -65,6 +88,7 @@ class Annotation:
     judgment: Judgment
     topics: tuple[str, ...] = ()  # concrete main subjects, for the no-reuse check against the benchmark
     names: tuple[str, ...] = ()  # personal names of characters, people or animals in the record
+    extra: Mapping[str, Any] = field(default_factory=Extra, hash=False)  # fields outside the schema, as read
 
 
 @dataclass(frozen=True)
@@ -80,6 +104,7 @@ class BenchmarkItem:
     pair_id: str | None = None
     topics: tuple[str, ...] = ()
     names: tuple[str, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=Extra, hash=False)  # fields outside the schema, as read
 
 
 class _Checker:
@@ -91,17 +116,31 @@ class _Checker:
     def fail(self, field: str, message: str) -> None:
         self.problems.append(f"{self.where}: {field}: {message}")
 
-    def keys(self, obj: dict, required: tuple, optional: tuple = (), prefix: str = "") -> bool:
-        ok = True
+    def keys(self, obj: dict, required: tuple, optional: tuple = (), prefix: str = "",
+             open_schema: bool = False) -> Extra:
+        """Check ``obj``'s field names; return its extra fields.
+
+        A missing required field, or an unknown one close to a known name, is a problem. Other
+        unknown fields are the record's extras when ``open_schema`` (top-level records), and
+        problems otherwise: the nested objects' slots are rendered into prompts, so a slot the
+        code does not know would silently change what is scored.
+        """
+        known = required + optional
         for key in required:
             if key not in obj:
                 self.fail(prefix + key, "missing required field")
-                ok = False
-        for key in obj:
-            if key not in required and key not in optional:
-                self.fail(prefix + key, f"unknown field; allowed: {sorted(required + optional)}")
-                ok = False
-        return ok
+        extra = {}
+        for key, value in obj.items():
+            if key in known:
+                continue
+            guess = likely_typo(key, known)
+            if guess:
+                self.fail(prefix + key, f"unknown field; did you mean {guess!r}?")
+            elif open_schema:
+                extra[key] = value
+            else:
+                self.fail(prefix + key, f"unknown field; allowed: {sorted(known)}")
+        return Extra(extra)
 
     def text(self, obj: dict, key: str, prefix: str = "", allow_empty: bool = False) -> str:
         value = obj.get(key)
@@ -132,6 +171,20 @@ class _Checker:
             self.fail(key, f"must be an object, got {type(value).__name__}")
             return {}
         return value
+
+
+def likely_typo(name: str, known: tuple[str, ...]) -> str | None:
+    """The known field name that ``name`` is probably a misspelling of, else None.
+
+    Compared lower-cased by difflib's ratio, 2 × matching characters / the two lengths summed.
+    The cutoff :data:`TYPO_CUTOFF` = 0.75 admits one wrong letter in a four-letter name (``lamg``
+    → ``lang``) and more in longer ones (``contraints`` scores 0.95), while plausible extra
+    fields stay below it against every schema name: ``pair`` and ``text`` 0.73, ``language``
+    0.67, ``notes`` 0.60, ``licence`` 0.50, ``source`` 0.36. difflib's default of 0.6 would
+    take ``notes`` for a typo of ``names``.
+    """
+    matches = difflib.get_close_matches(name.lower(), known, n=1, cutoff=TYPO_CUTOFF)
+    return matches[0] if matches else None
 
 
 def read_jsonl(path: Path) -> list[tuple[int, dict]]:
@@ -172,8 +225,8 @@ def _constraints(check: _Checker, obj: dict) -> Constraints:
 
 
 def _parse_annotation(check: _Checker, obj: dict) -> Annotation:
-    check.keys(obj, ("id", "lang", "genre", "context", "constraints", "passage", "cot", "judgment"),
-               optional=TAG_FIELDS)
+    extra = check.keys(obj, ("id", "lang", "genre", "context", "constraints", "passage", "cot", "judgment"),
+                       optional=TAG_FIELDS, open_schema=True)
     steps = obj.get("cot")
     parsed_steps = []
     if not isinstance(steps, list) or not steps:
@@ -199,13 +252,13 @@ def _parse_annotation(check: _Checker, obj: dict) -> Annotation:
         passage=check.text(obj, "passage"), cot=tuple(parsed_steps),
         judgment=Judgment(check.choice(judgment, "verdict", VERDICTS, "judgment.") if judgment else "",
                           check.text(judgment, "summary", "judgment.") if judgment else ""),
-        topics=check.strings(obj, "topics"), names=check.strings(obj, "names"),
+        topics=check.strings(obj, "topics"), names=check.strings(obj, "names"), extra=extra,
     )
 
 
 def _parse_benchmark_item(check: _Checker, obj: dict) -> BenchmarkItem:
-    check.keys(obj, ("id", "group", "lang", "context", "constraints", "x"),
-               optional=("x_degraded", "degraded_breaks", "pair_id", *TAG_FIELDS))
+    extra = check.keys(obj, ("id", "group", "lang", "context", "constraints", "x"),
+                       optional=("x_degraded", "degraded_breaks", "pair_id", *TAG_FIELDS), open_schema=True)
     group = check.choice(obj, "group", GROUPS)
     has_degraded = "x_degraded" in obj or "degraded_breaks" in obj
     if has_degraded and group == "factual":
@@ -220,7 +273,7 @@ def _parse_benchmark_item(check: _Checker, obj: dict) -> BenchmarkItem:
         x_degraded=check.text(obj, "x_degraded") if "x_degraded" in obj else None,
         degraded_breaks=check.choice(obj, "degraded_breaks", CONSTRAINT_TYPES) if "degraded_breaks" in obj else None,
         pair_id=check.text(obj, "pair_id") if "pair_id" in obj else None,
-        topics=check.strings(obj, "topics"), names=check.strings(obj, "names"),
+        topics=check.strings(obj, "topics"), names=check.strings(obj, "names"), extra=extra,
     )
 
 

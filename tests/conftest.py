@@ -18,6 +18,19 @@ def embedded():
     return load_model(ModelConfig(device="cpu"))
 
 
+def base_only_config(tmp_path: Path, benchmark: Path, overrides: dict | None = None):
+    """(cfg, overrides) of a smoke run on ``benchmark`` whose stage 02 is 'done' with no epochs,
+    so stage 03 scores the base model only."""
+    from cqa_utils.config import load_config
+    from cqa_utils.runs import open_stage
+
+    overrides = {"run.results_dir": str(tmp_path / "results"), "run.name": "r", "data.benchmark": str(benchmark),
+                 **(overrides or {})}
+    cfg = load_config("smoke", overrides)
+    open_stage(cfg, "02").finish({})
+    return cfg, overrides
+
+
 def write_jsonl(path: Path, rows) -> Path:
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
     return path

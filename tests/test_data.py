@@ -1,12 +1,14 @@
-"""Validators (every problem named by file, line and field), leakage, and the corpus itself."""
+"""Validators (every problem named by file, line and field), extra fields, and the corpus itself."""
 import collections
+import dataclasses
 import json
 import re
 
+import pandas as pd
 import pytest
-from conftest import PROJECT_ROOT, annotation, benchmark_item, write_jsonl
+from conftest import PROJECT_ROOT, annotation, base_only_config, benchmark_item, write_jsonl
 
-from cqa_utils.data import COT_TYPES, DataError, load_annotations, load_benchmark
+from cqa_utils.data import COT_TYPES, DataError, Extra, load_annotations, load_benchmark
 
 ANNOTATIONS = PROJECT_ROOT / "data" / "annotations" / "cot_annotations.jsonl"
 BENCHMARKS = {"v1": (PROJECT_ROOT / "data" / "benchmark" / "benchmark_v1.jsonl", 40),
@@ -32,7 +34,11 @@ def test_malformed_lines_name_file_and_line(tmp_path, line, expected):
     ({"passage": None}, r"f.jsonl:1: passage: must be a string"),
     ({"passage": "   \n "}, r"f.jsonl:1: passage: is empty or whitespace only"),
     ({"genre": "opera"}, r"f.jsonl:1: genre: 'opera' is not one of"),
-    ({"mood": "x"}, r"f.jsonl:1: mood: unknown field"),
+    ({"genres": "poetry"}, r"f.jsonl:1: genres: unknown field; did you mean 'genre'\?"),
+    ({"judgment": {"verdict": "works", "sumary": "s"}}, r"f.jsonl:1: judgment.sumary: unknown field; did you mean 'summary'\?"),
+    ({"cot": [{"type": "craft", "txt": "t"}]}, r"f.jsonl:1: cot\[0\].txt: unknown field; did you mean 'text'\?"),
+    ({"constraints": {"intent": "a", "audience": "b", "reality": "c", "tone": "d"}},
+     r"f.jsonl:1: constraints.tone: unknown field; allowed: \['audience', 'intent', 'reality'\]"),
     ({"cot": []}, r"f.jsonl:1: cot: must be a non-empty list"),
     ({"judgment": {"verdict": "great", "summary": "s"}}, r"f.jsonl:1: judgment.verdict: 'great' is not one of"),
     ({"constraints": {"intent": "a", "audience": "b"}}, r"f.jsonl:1: constraints.reality: missing required field"),
@@ -40,6 +46,11 @@ def test_malformed_lines_name_file_and_line(tmp_path, line, expected):
 def test_bad_annotation_fields_are_named(tmp_path, change, expected):
     path = write_jsonl(tmp_path / "f.jsonl", [annotation(1, **change)])
     assert any(re.search(expected, p) for p in problems_of(load_annotations, path))
+
+
+def test_fields_unlike_any_known_name_are_kept_as_extras(tmp_path):
+    path = write_jsonl(tmp_path / "f.jsonl", [annotation(1, mood="calm", Notes=None)])
+    assert load_annotations(path)[0].extra == {"mood": "calm", "Notes": None}  # Notes: only 0.6 like 'names'
 
 
 def test_missing_field_and_unknown_cot_type_are_named(tmp_path):
@@ -135,3 +146,54 @@ def test_benchmark_is_paired_and_sized(version):
     assert all(i.x_degraded and i.degraded_breaks for i in literary)
     assert all(40 <= len(i.x.split()) <= 200 for i in items)
     assert {i.pair_id for i in literary} == {i.pair_id for i in factual}
+
+
+EXTRAS = {"source": "written for this test", "licence": "CC BY 4.0", "year": 2025,
+          "meta": {"reviewer": "r1", "tags": ["a", "b"]},
+          "delta_i": "not a score"}  # named like a computed column of scores.csv
+SHIPPED = {load_benchmark: (BENCHMARKS["v2"][0], ("lit-01", "fact-01")),  # one topic pair
+           load_annotations: (ANNOTATIONS, ("ann-001", "ann-002"))}
+
+
+def shipped_with_extras(tmp_path, loader, typo: bool):
+    """Two records of a shipped file, each with EXTRAS; with ``typo`` line 2 misspells 'constraints'."""
+    source, ids = SHIPPED[loader]
+    rows = [json.loads(line) | EXTRAS for line in source.read_text(encoding="utf-8").splitlines()]
+    rows = [row for row in rows if row["id"] in ids]
+    if typo:
+        rows[1]["contraints"] = rows[1].pop("constraints")
+    return write_jsonl(tmp_path / f"{source.stem}{'-typo' if typo else ''}.jsonl", rows)
+
+
+@pytest.mark.parametrize("loader", SHIPPED, ids=lambda loader: loader.__name__)
+def test_a_typo_among_extra_fields_is_refused_naming_file_line_and_the_known_name(tmp_path, loader):
+    path = shipped_with_extras(tmp_path, loader, typo=True)
+    problems = problems_of(loader, path)
+    assert f"{path}:2: contraints: unknown field; did you mean 'constraints'?" in problems
+    assert {p.split(": ")[1] for p in problems} == {"contraints", "constraints"}  # the extras are no problem
+
+
+@pytest.mark.parametrize("loader", SHIPPED, ids=lambda loader: loader.__name__)
+def test_extra_fields_are_kept_read_only_beside_an_unchanged_record(tmp_path, loader):
+    source, ids = SHIPPED[loader]
+    records = loader(shipped_with_extras(tmp_path, loader, typo=False))
+    assert all(r.extra == EXTRAS for r in records)
+    assert [dataclasses.replace(r, extra=Extra()) for r in records] == [r for r in loader(source) if r.id in ids]
+    assert dataclasses.asdict(records[0])["extra"] == EXTRAS  # so pd.DataFrame(records) works too
+    with pytest.raises(TypeError, match="read-only"):
+        records[0].extra["source"] = "changed"
+
+
+def test_extra_fields_reach_pairs_jsonl_and_scores_csv_without_replacing_a_computed_column(tmp_path):
+    from cqa_utils.stages.logprobs import run_logprobs
+
+    bench = shipped_with_extras(tmp_path, load_benchmark, typo=False)
+    cfg, _ = base_only_config(tmp_path, bench, {"score.mismatched_k": 0, "score.single_slot": False})  # tiny: cond, uncond
+    outputs = run_logprobs(cfg)
+    pairs = [json.loads(line) for line in outputs["pairs"].read_text(encoding="utf-8").splitlines()]
+    assert len(pairs) == 6 and all(p["extra"] == EXTRAS for p in pairs)  # 3 texts × 2 conditions, nested meta too
+    scores = pd.read_csv(outputs["scores"])
+    scalar = ["extra.source", "extra.licence", "extra.year", "extra.delta_i"]
+    assert list(scores.columns[-4:]) == scalar and "extra.meta" not in scores.columns
+    assert scores[scalar].drop_duplicates().values.tolist() == [["written for this test", "CC BY 4.0", 2025, "not a score"]]
+    assert scores["delta_i"].to_numpy() == pytest.approx((scores["logp_cond"] - scores["logp_uncond"]).to_numpy())

@@ -1,12 +1,12 @@
 """Bad input fails loudly and leaves nothing behind; reruns are deterministic."""
 import pandas as pd
 import pytest
-from conftest import annotation, benchmark_item, write_jsonl
+from conftest import annotation, base_only_config, benchmark_item, write_jsonl
 
 from cqa_utils.cli import main as cqa
 from cqa_utils.config import load_config
 from cqa_utils.data import DataError
-from cqa_utils.runs import open_stage, stage_dir
+from cqa_utils.runs import stage_dir
 from cqa_utils.stages.logprobs import run_logprobs
 
 SCORE_COLUMNS = ["item_id", "pair_id", "group", "variant", "checkpoint", "epoch", "n_tokens", "logp_cond",
@@ -21,10 +21,7 @@ def base_only(tmp_path):
     """A config whose stage 02 is 'done' with no epochs, so stage 03 scores the base model only."""
     bench = write_jsonl(tmp_path / "bench.jsonl", [benchmark_item(1), benchmark_item(2), benchmark_item(3, "factual"),
                                                    benchmark_item(4, "factual")])
-    overrides = {"run.results_dir": str(tmp_path / "results"), "run.name": "r", "data.benchmark": str(bench)}
-    cfg = load_config("smoke", overrides)
-    open_stage(cfg, "02").finish({})
-    return cfg, overrides
+    return base_only_config(tmp_path, bench)
 
 
 def test_bad_benchmark_stops_scoring_before_any_output(base_only, tmp_path):

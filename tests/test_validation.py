@@ -46,6 +46,12 @@ def test_a_benchmark_that_meets_every_rule_validates(tmp_path):
     assert entry["records"] == 2 and entry["baseline_metric_check"] == 0.5 and entry["exempt"] is None
 
 
+def test_the_design_rules_ignore_extra_fields(tmp_path):
+    ann = annotation(1, cast=["Ada"])  # the items' character, outside the annotation's names: no reuse
+    items = [item | {"draft": ann["passage"]} for item in pair()]  # an annotation's passage, outside x: no leak
+    assert validate_data_dir(data_dir(tmp_path, items, [ann]))
+
+
 def test_constraints_that_restate_x_are_refused_naming_the_shared_words(tmp_path):
     found = problems(tmp_path, pair(constraints=dict(BRIEF, reality="a river ferry among gulls")))
     assert any(p.startswith(f"{tmp_path}/benchmark/b.jsonl:1: constraints: y repeats") and "'gull'" in p

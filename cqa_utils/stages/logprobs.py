@@ -14,8 +14,9 @@ items of its group, and each slot of its own y alone. Writes, under the output f
   controls — logp_mismatched (mean over the K), mismatched (their ids), delta_i_specific,
   delta_i_intent/audience/reality (+ _mean twins; empty where not scored) — and the
   model-free overlap baseline: overlap (share of the text's content words in y), y_words;
+  last, one ``extra.<name>`` column per scalar extra field of the benchmark records;
 - ``pairs.jsonl``: the exact prefix and continuation strings scored, one per line, with
-  the condition and whose constraints the prefix holds;
+  the condition, whose constraints the prefix holds and the item's extra fields (``extra``);
 - ``tokens.parquet``: per-token log-probs (nats) under cond and uncond, for the token views.
 """
 from __future__ import annotations
@@ -38,6 +39,7 @@ TOKEN_CONDITIONS = ("cond", "uncond")  # the conditions tokens.parquet keeps
 SCORE_COLUMNS = ["item_id", "pair_id", "group", "variant", "checkpoint", "epoch", "n_tokens", "logp_cond", "logp_uncond",
                  *(delta_column(k, m) for k in KINDS for m in MEASURES), "logp_mismatched", "mismatched",
                  "overlap", "y_words"]  # controls not scored at a checkpoint are empty there
+EXTRA_PREFIX = "extra."  # scores.csv columns of records' extra fields; no computed column has a dot
 
 
 @dataclass(frozen=True)
@@ -99,8 +101,17 @@ def build_requests(items: list[BenchmarkItem], template: str,
                               "variant": variant, "condition": condition,
                               "constraints_from": condition.split(":", 1)[1] if condition.startswith("mismatch:")
                               else item.id if condition != "uncond" else None,
-                              "prefix": prefix, "continuation": continuation(text)})
+                              "prefix": prefix, "continuation": continuation(text), "extra": item.extra})
     return requests, pairs
+
+
+def extra_columns(item: BenchmarkItem) -> dict:
+    """The item's scalar extra fields as ``extra.<name>`` cells; nested ones are in pairs.jsonl only.
+
+    The prefix keeps an extra field named like a computed column (``delta_i``) from replacing it.
+    """
+    return {EXTRA_PREFIX + name: value for name, value in item.extra.items()
+            if value is None or isinstance(value, (str, int, float, bool))}
 
 
 def overlap_columns(item: BenchmarkItem, text: str) -> dict:
@@ -188,7 +199,8 @@ def score_items(model, tokenizer, items: list[BenchmarkItem], checkpoints: list[
         for pair in pairs:
             unique_pairs.setdefault(pair["key"], pair | {"checkpoints": []})["checkpoints"].append(checkpoint.name)
         token_rows.extend(_token_rows(checkpoint, results, pairs, tokenizer))
-    return (pd.DataFrame(rows, columns=SCORE_COLUMNS), list(unique_pairs.values()), pd.DataFrame(token_rows),
+    columns = list(dict.fromkeys([*SCORE_COLUMNS, *(name for row in rows for name in row)]))  # + extras, first seen first
+    return (pd.DataFrame(rows, columns=columns), list(unique_pairs.values()), pd.DataFrame(token_rows),
             pd.DataFrame(timing))
 
 
@@ -220,7 +232,8 @@ def _score_rows(checkpoint: Checkpoint, items: list[BenchmarkItem], pairs: list[
                      "logp_mismatched": (sum(logp[f"mismatch:{m}"] for m in mismatched) / len(mismatched)
                                          if mismatched else None),
                      "mismatched": " ".join(mismatched) or None,
-                     **overlap_columns(item, item.x if info["variant"] == "x" else item.x_degraded)})
+                     **overlap_columns(item, item.x if info["variant"] == "x" else item.x_degraded),
+                     **extra_columns(item)})
     return rows
 
 
