@@ -132,10 +132,12 @@ def direction_sentence(shares, differences, role: str = "training") -> str:
         lo, hi = d.at[contrast, "ci_low"], d.at[contrast, "ci_high"]
         other = contrast.split(" - ")[1]
         if lo > 0:
-            return f"craft exceeds {other} (difference CI {100 * lo:+.0f} to {100 * hi:+.0f} points)"
+            return (f"craft exceeds {other}, the paper's direction (difference CI {100 * lo:+.0f} to "
+                    f"{100 * hi:+.0f} points)")
         if hi < 0:
             return f"{other} exceeds craft, the reverse of the paper (CI {100 * lo:+.0f} to {100 * hi:+.0f})"
-        return f"craft vs {other} is not resolved (CI {100 * lo:+.0f} to {100 * hi:+.0f})"
+        return (f"craft vs {other} is not resolved, neither the paper's direction nor its reverse "
+                f"(CI {100 * lo:+.0f} to {100 * hi:+.0f})")
     return (f"On {role} data (unweighted mean of {n_sets} datasets, shares of creative records "
             f"that teach each type, corrected for classifier error, 95% CI): craft {pct(s.loc['craft'])}, "
             f"audience {pct(s.loc['audience'])}, reality {pct(s.loc['reality'])}; "

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .config import PROJECT_ROOT, Config
 from .data import GROUPS
-from .runs import atomic_path, stage_outputs, write_text
+from .runs import atomic_path, is_done, stage_dir, stage_outputs, write_text
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 AUDIT_BEGIN, AUDIT_END = "<!-- audit:begin -->", "<!-- audit:end -->"
@@ -162,8 +162,8 @@ def results_markdown(report: dict) -> str:
 def audit_markdown(conclusion: dict, shares, hand) -> str:
     """The audit's conclusion per role and the role means (corrected, and from hand labels)."""
     from .audit_shares import share_table
-    lines = [f"**{role.capitalize()} data.** {sentence}" for role, sentence in conclusion.items()]
-    lines += ["", "| role | shares from | craft | audience | reality | creative records |", "|---|---|---|---|---|---|"]
+    lines = [part for role, sentence in conclusion.items() for part in (f"**{role.capitalize()} data.** {sentence}", "")]
+    lines += ["| role | shares from | craft | audience | reality | creative records |", "|---|---|---|---|---|---|"]
     for what, frame in (("classifier, corrected", shares), ("adjudicated hand labels", hand)):
         table = share_table(frame, "taught")
         for group in (g for g in table.index if g.startswith("mean:")):
@@ -182,9 +182,11 @@ def _replace_block(text: str, begin: str, end: str, body: str, where: Path) -> s
     return f"{head}{begin}\n{body}\n{end}{tail}"
 
 
-def update_readme(readme: Path, report: dict, audit: str | None = None) -> Path:
-    """Rewrite the Results block (and the audit block when ``audit`` is given) in place."""
-    text = _replace_block(readme.read_text(encoding="utf-8"), BEGIN, END, results_markdown(report), readme)
+def update_readme(readme: Path, report: dict | None = None, audit: str | None = None) -> Path:
+    """Rewrite the Results block (from ``report``) and the audit block (``audit``) in place."""
+    text = readme.read_text(encoding="utf-8")
+    if report is not None:
+        text = _replace_block(text, BEGIN, END, results_markdown(report), readme)
     if audit is not None:
         text = _replace_block(text, AUDIT_BEGIN, AUDIT_END, audit, readme)
     return write_text(readme, text)
@@ -202,10 +204,17 @@ def copy_figures(cfg: Config, dest: Path | str | None = None) -> list[Path]:
 
 
 def publish(cfg: Config, readme: Path = PROJECT_ROOT / "README.md") -> list[Path]:
-    """Copy the run's figures into figures/ and regenerate the README's Results and audit blocks."""
+    """Regenerate the README blocks whose stages finished (audit: 01; Results and figures/: 04, 05)."""
     import pandas as pd
-    report = json.loads(stage_outputs(cfg, "04")["report"].read_text(encoding="utf-8"))
-    audit = stage_outputs(cfg, "01")
-    block = audit_markdown(json.loads(audit["conclusion"].read_text(encoding="utf-8")),
-                           pd.read_csv(audit["shares"]), pd.read_csv(audit["shares_hand_labels"]))
-    return [*copy_figures(cfg), update_readme(readme, report, block)]
+    done = {key for key in ("01", "04") if is_done(stage_dir(cfg, key))}
+    if not done:
+        raise ValueError(f"run {cfg.run.name!r} has neither a finished stage 01 nor 04; run `cqa run` first")
+    block = report = None
+    if "01" in done:
+        audit = stage_outputs(cfg, "01")
+        block = audit_markdown(json.loads(audit["conclusion"].read_text(encoding="utf-8")),
+                               pd.read_csv(audit["shares"]), pd.read_csv(audit["shares_hand_labels"]))
+    if "04" in done:
+        report = json.loads(stage_outputs(cfg, "04")["report"].read_text(encoding="utf-8"))
+    figures = copy_figures(cfg) if is_done(stage_dir(cfg, "05")) else []
+    return [*figures, update_readme(readme, report, block)]

@@ -59,7 +59,7 @@ def test_direction_sentence_is_computed_from_the_intervals():
     out = corrected_shares(records, labelled, {"a": "training", "b": "training"}, n_boot=300, seed=0)
     sentence = direction_sentence(out, type_differences(out), "training")
     assert "unweighted mean of 2 datasets" in sentence
-    assert "craft exceeds audience" in sentence
+    assert "craft exceeds audience, the paper's direction" in sentence
     assert "craft vs reality is not resolved" in sentence   # identical types: the CI straddles 0
     assert direction_sentence(out, type_differences(out), "evaluation") == "No evaluation data was audited."
 

@@ -79,3 +79,19 @@ def test_missing_markers_are_an_error(tmp_path):
     readme.write_text("no markers")
     with pytest.raises(ValueError, match="markers"):
         update_readme(readme, with_primary(report(0.3, 0.2, 0.4, 0.1), 0.4, 0.1, 0.3))
+
+
+def test_audit_block_is_generated_from_the_conclusion_and_the_role_means(tmp_path):
+    from test_plots import make_shares
+
+    from cqa_utils.report import audit_markdown
+    shares, hand, _ = make_shares()
+    block = audit_markdown({"training": "T sentence.", "evaluation": "E sentence."}, shares, hand)
+    assert block.startswith("**Training data.** T sentence.\n\n**Evaluation data.** E sentence.")
+    row = shares[(shares.group == "mean:training") & (shares.label == "craft")].iloc[0]
+    assert f"| training | classifier, corrected | {100 * row.share:.0f}% [{100 * row.ci_low:.0f}, " in block
+    readme = tmp_path / "README.md"
+    readme.write_text("a\n<!-- audit:begin -->\nold\n<!-- audit:end -->\nb\n<!-- results:begin -->\nkeep\n<!-- results:end -->\n")
+    update_readme(readme, None, block)          # only the audit stage finished: Results untouched
+    text = readme.read_text()
+    assert "old" not in text and block in text and "<!-- results:begin -->\nkeep\n" in text
