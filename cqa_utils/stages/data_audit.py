@@ -26,6 +26,7 @@ from ..audit_shares import corrected_shares, direction_sentence, type_difference
 from ..audit_sources import ROLES, SOURCES, creative_slice, load_source, slice_sizes
 from ..config import Config
 from ..data import load_annotations
+from ..run_lock import locked
 from ..runs import open_stage, write_csv, write_json
 
 BARS = {"taught": TAUGHT, "named": 1}
@@ -87,6 +88,7 @@ def _shares(cfg: Config, hand, creative, taxonomy, roles):
     return pd.concat(corrected, ignore_index=True), pd.concat(by_hand, ignore_index=True), preds
 
 
+@locked
 def run_data_audit(cfg: Config, force: bool = False) -> dict[str, Path]:
     """Slice, classify, correct and summarise public data; returns the files written by name."""
     import matplotlib.pyplot as plt

@@ -9,9 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import Config
+from ..run_lock import locked
 from ..runs import open_stage, write_json
 
 
+@locked
 def run_environment(cfg: Config, force: bool = False) -> dict[str, Path]:
     """Check device, 4-bit support and the model; returns ``{"checks": checks.json}``."""
     from ..models import four_bit_status, load_model, model_cache_status, plan_device

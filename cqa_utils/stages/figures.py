@@ -14,6 +14,7 @@ from typing import Iterator
 
 from .. import audit_plots, control_plots, plots, token_plots
 from ..config import Config
+from ..run_lock import locked
 from ..runs import open_stage, stage_outputs
 
 
@@ -65,6 +66,7 @@ def build_figures(inputs: dict, epoch: int) -> Iterator[tuple[str, object]]:
         yield "fig_j_overlap_vs_delta_i", control_plots.fig_overlap_vs_delta_i(scores, epoch=0)
 
 
+@locked
 def run_figures(cfg: Config, force: bool = False) -> dict[str, Path]:
     """Build figures a–g from stages 01–04 and save PNG + PDF in 05_figures; returns files by name."""
     import matplotlib.pyplot as plt

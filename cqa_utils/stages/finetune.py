@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from ..config import Config
+from ..run_lock import locked
 from ..runs import open_stage, saved_config, stage_dir, write_csv, write_json
 from ..training import (IGNORE_INDEX, latest_checkpoint, lengths_frame, log_frame, lora_config, study_callbacks,
                         target_only_trainer, tokenize_examples, training_annotations, training_arguments,
@@ -81,6 +82,7 @@ def training_summary(cfg: Config, examples: list[dict], trainer, plan, session: 
     }
 
 
+@locked
 def run_finetune(cfg: Config, force: bool = False) -> dict[str, Path]:
     """Train LoRA adapters, saving one per epoch; resumes an interrupted run. Returns files by name."""
     from datasets import Dataset

@@ -31,6 +31,7 @@ from ..controls import KINDS, MEASURES, control_values, delta_column, mismatched
 from ..data import CONSTRAINT_TYPES, BenchmarkItem, load_benchmark
 from ..overlap import overlap_share, shared_words
 from ..prompts import continuation, control_prefixes, scoring_prefixes
+from ..run_lock import locked
 from ..runs import atomic_path, inside, open_stage, stage_dir, stage_outputs, write_csv, write_jsonl
 from ..scoring import ScoreRequest, TokenScores, logprob_sum, score_requests
 from ..stats import headline_epoch
@@ -268,6 +269,7 @@ def _scoring_model(cfg: Config):
     return load_model(cfg.model, dtype=dtype)
 
 
+@locked
 def run_logprobs(cfg: Config, force: bool = False) -> dict[str, Path]:
     """Score the benchmark on the base model and every trained epoch; returns files by name."""
     checkpoints = trained_checkpoints(cfg)

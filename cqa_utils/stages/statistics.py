@@ -14,6 +14,7 @@ from pathlib import Path
 from ..analysis import PAPER_EPOCH5, Primary, stats_report
 from ..config import Config
 from ..data import GROUPS
+from ..run_lock import locked
 from ..runs import open_stage, stage_outputs, write_csv, write_json
 from ..stats import headline_epoch
 
@@ -36,6 +37,7 @@ def paper_comparison(table, epoch: int, measure: str = "sum"):
     return pd.DataFrame(rows)
 
 
+@locked
 def run_statistics(cfg: Config, force: bool = False) -> dict[str, Path]:
     """Paired tests, effect sizes, CIs, Holm, TOST, selectivity, controls and power; returns files by name."""
     import pandas as pd
