@@ -53,15 +53,14 @@ def run(n_examples: int = 16) -> dict:
 
     from cqa_utils.config import load_config
     from cqa_utils.models import plan_device, resolve_model_path
-    from cqa_utils.prompts import training_text
+    from cqa_utils.arms import training_texts
     from cqa_utils.training import tokenize_examples, training_annotations
 
     cfg = load_config("default", {"data.max_annotations": n_examples})
     plan = plan_device(cfg.model, cfg.train.precision)
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(cfg.model.name))
     examples = tokenize_examples(cfg, tokenizer, None)
-    for example, ann in zip(examples, training_annotations(cfg)):
-        text = training_text(ann, cfg.prompt.template)
+    for example, text in zip(examples, training_texts(training_annotations(cfg), "cot", cfg.prompt.template)):
         example.update(prompt=text.prompt, completion=text.target + tokenizer.eos_token)
     runs = [_train(kind, cfg, examples, plan) for kind in ("cqa_target_only", "hf_trainer_full_logits", "trl_sft")]
     base = runs[0]["tokens_per_s"]

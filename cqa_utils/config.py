@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from .arms import ARMS
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = PROJECT_ROOT / "configs"
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
@@ -77,6 +79,8 @@ class PromptConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    arm: str = _opt("cot", "what the targets are: the paper's CoT, or a control arm (cqa_utils.arms)",
+                    ARMS)
     epochs: int = _opt(5, "training epochs; one adapter is saved after each")
     learning_rate: float = _opt(2e-4, "peak AdamW learning rate")
     lr_scheduler: str = _opt("cosine", "learning-rate schedule", ("cosine", "linear", "constant_with_warmup"))

@@ -97,17 +97,32 @@ def continuation(text: str) -> str:
 
 @dataclass(frozen=True)
 class TrainingText:
-    """One training example: the loss covers ``target`` only, never ``prompt``."""
+    """One training example: the loss covers ``target`` only, never ``prompt``.
+
+    ``target_id`` is the annotation the target text comes from (another one in the
+    ``shuffled_cot`` arm; see :mod:`cqa_utils.arms`).
+    """
 
     id: str
     prompt: str
     target: str
+    target_id: str = ""
 
 
-def training_text(ann: Annotation, template: str = "plain") -> TrainingText:
+def verdict_line(ann: Annotation, tpl: Template) -> str:
+    return tpl.verdict.format(verdict=ann.judgment.verdict, summary=ann.judgment.summary.strip())
+
+
+def appreciation_text(ann: Annotation, template: str = "plain") -> TrainingText:
     """prompt = context + constraints + passage; target = the CoT steps and the judgment."""
     tpl = get_template(template)
     prompt = _prefix(tpl, ann.context, ann.constraints) + ann.passage.strip() + "\n" + tpl.gap + tpl.appreciation
     steps = "".join(tpl.step.format(number=i, type=s.type, text=s.text.strip()) for i, s in enumerate(ann.cot, 1))
-    target = steps + tpl.verdict.format(verdict=ann.judgment.verdict, summary=ann.judgment.summary.strip())
-    return TrainingText(ann.id, prompt, target)
+    return TrainingText(ann.id, prompt, steps + verdict_line(ann, tpl), ann.id)
+
+
+def passage_text(ann: Annotation, template: str = "plain") -> TrainingText:
+    """prompt = the conditional scoring prefix (context + constraints); target = the passage,
+    exactly as stage 03 scores a benchmark x after its prefix."""
+    tpl = get_template(template)
+    return TrainingText(ann.id, _prefix(tpl, ann.context, ann.constraints), continuation(ann.passage), ann.id)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .config import Config
 from .data import Annotation, load_annotations
-from .prompts import training_text
+from .arms import training_texts
 from .runs import atomic_dir, write_csv, write_json
 from .scoring import start_token_id
 
@@ -46,7 +46,8 @@ def training_annotations(cfg: Config) -> list[Annotation]:
 
 
 def tokenize_examples(cfg: Config, tokenizer, context_limit: int | None) -> list[dict]:
-    """Token ids and labels (prompt masked) for every annotation; no silent truncation.
+    """Token ids and labels (prompt masked) for every annotation in ``train.arm``'s form
+    (:mod:`cqa_utils.arms`); no silent truncation.
 
     Every sequence starts with the same start token as a scored one (``model.start_token``,
     see :func:`cqa_utils.scoring.start_token_id`), so training and scoring see the same input.
@@ -55,12 +56,11 @@ def tokenize_examples(cfg: Config, tokenizer, context_limit: int | None) -> list
     """
     start = start_token_id(tokenizer, cfg.model.start_token)
     examples = []
-    for ann in training_annotations(cfg):
-        text = training_text(ann, cfg.prompt.template)
+    for text in training_texts(training_annotations(cfg), cfg.train.arm, cfg.prompt.template, cfg.run.seed):
         prompt_ids = [start] + tokenizer(text.prompt, add_special_tokens=False).input_ids
         target_ids = tokenizer(text.target, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
         ids = prompt_ids + target_ids
-        examples.append({"id": ann.id, "input_ids": ids, "labels": [IGNORE_INDEX] * len(prompt_ids) + target_ids,
+        examples.append({"id": text.id, "target_id": text.target_id, "input_ids": ids, "labels": [IGNORE_INDEX] * len(prompt_ids) + target_ids,
                          "prompt_tokens": len(prompt_ids), "target_tokens": len(target_ids)})
     longest = max(len(e["input_ids"]) for e in examples)
     limit = cfg.train.max_length or longest

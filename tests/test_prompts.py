@@ -2,7 +2,7 @@ import pytest
 from conftest import annotation, benchmark_item
 
 from cqa_utils.data import Annotation, BenchmarkItem, Constraints, CotStep, Judgment
-from cqa_utils.prompts import TEMPLATES, get_template, scoring_prefixes, training_text
+from cqa_utils.prompts import TEMPLATES, appreciation_text, get_template, scoring_prefixes
 
 
 def item(**changes):
@@ -51,7 +51,7 @@ def test_training_text_masks_nothing_of_the_target_and_ends_with_the_verdict():
     raw = annotation(1)
     ann = Annotation(raw["id"], "en", raw["genre"], raw["context"], Constraints(**raw["constraints"]), raw["passage"],
                      tuple(CotStep(**s) for s in raw["cot"]), Judgment(**raw["judgment"]))
-    text = training_text(ann)
+    text = appreciation_text(ann)
     assert text.prompt.endswith("### Appreciation\n") and raw["passage"] in text.prompt
     assert text.target.startswith("1. [intent] ") and text.target.endswith("Verdict: works. Small physical signs hold the wait.\n")
     assert "### Constraints" in text.prompt
