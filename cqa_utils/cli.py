@@ -6,12 +6,16 @@ Copy-paste examples::
     cqa run --config smoke --run try1 --only 02-03        # a slice of the pipeline
     cqa run --config smoke --set train.epochs=1 --force   # override any key, redo finished stages
     cqa train --config smoke --run try1                   # stage 02 alone, in this process
+    cqa sweep --grid configs/sweeps/controls.yaml         # arms × seeds, one run each, resumable
+    cqa sweep --grid configs/sweeps/smoke.yaml --dry-run  # list the runs and what is finished
     accelerate launch --multi_gpu --num_processes 4 -m cqa_utils.cli train --config paper-qwen2.5-7b
     ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 -m cqa_utils.cli train --config smoke
     cqa validate data/                                    # schema, leakage, benchmark design rules (CI runs this)
     cqa score --benchmark my_items.jsonl --out scored/    # ΔI for your own items, base model
     cqa score --benchmark my_items.jsonl --adapter results/default/02_finetune/epoch-5 --out scored5/
     cqa report --config default                           # README results + figures/ from a finished run
+    cqa publish --config default                          # compact outputs of a run -> reference/<run>/
+    cqa publish --grid configs/sweeps/controls.yaml       # every finished run of a grid + its manifest
     cqa config --show smoke                               # the resolved config
     cqa config --keys                                     # every key, its default and meaning
     cqa build-model                                       # convert + verify the embedded model
@@ -56,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="stage 02 (fine-tuning) in this process; accelerate/torchrun start one per rank")
     _run_options(train)
 
+    sweep = sub.add_parser("sweep", help="run a grid of runs (arms × seeds × any key) one after another, resumable")
+    sweep.add_argument("--grid", required=True, help="grid file, e.g. configs/sweeps/controls.yaml")
+    sweep.add_argument("--config", default=None, help="base config instead of the grid file's")
+    sweep.add_argument("--dry-run", action="store_true", help="check the grid and list its runs; run nothing")
+
     validate = sub.add_parser("validate", help="check annotations and benchmark files (schema, leakage, design rules)")
     validate.add_argument("path", nargs="?", default="data", help="data folder (default: data)")
 
@@ -68,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="regenerate the README's Results block and figures/ from a finished run")
     _run_options(report, force=False)
+
+    publish = sub.add_parser("publish", help="copy a finished run's compact outputs (no weights) into reference/<run>/")
+    _run_options(publish, force=False)
+    publish.add_argument("--grid", help="publish every finished run of this grid file, and its manifest")
+    publish.add_argument("--max-file-mb", type=float, default=8.0, help="leave out (and list) larger files")
 
     config = sub.add_parser("config", help="show a resolved config or list every key")
     config.add_argument("--show", metavar="CONFIG", help="print the resolved config")
@@ -102,6 +116,10 @@ def _dispatch(args) -> int:
 
         results = run_pipeline(args.config, args.run_name, args.only, args.force, _parse_set(args.set))
         print(f"\nfinished {len(results)} notebook(s): " + ", ".join(r.executed.name for r in results))
+    elif args.command == "sweep":
+        from .sweep import run_sweep
+
+        run_sweep(args.grid, args.config, args.dry_run)
     elif args.command == "train":
         from .stages.finetune import run_finetune
 
@@ -121,6 +139,18 @@ def _dispatch(args) -> int:
 
         for path in publish(_resolve(args)):
             print(f"wrote {path}")
+    elif args.command == "publish":
+        from .publish import publish_manifest, publish_run
+
+        if args.grid:
+            from .sweep import finished, load_grid, run_config
+
+            grid = load_grid(args.grid)
+            for run in (r for r in grid.runs if finished(grid, r)):
+                publish_run(run_config(grid, run), max_file_mb=args.max_file_mb)
+            print(f"wrote {publish_manifest(grid.manifest_path())}")
+        else:
+            publish_run(_resolve(args), max_file_mb=args.max_file_mb)
     elif args.command == "config":
         from .config import describe_options, load_config
 

@@ -113,6 +113,8 @@ class ScoreConfig:
     batch_size: int = _opt(8, "sequences per forward pass (results do not depend on it)")
     precision: str = _opt("float32", "scoring precision; bfloat16 only on CUDA", ("float32", "bfloat16"))
     epochs: list = _opt([], "which trained epochs to score; [] = every saved epoch")
+    base_cache: bool = _opt(True, "reuse base-model (epoch 0) scores of earlier runs: same weights, precision, "
+                                  "start token, template and text (cqa_utils.score_cache)")
     mismatched_k: int = _opt(5, "control: also score each x under K other items' constraints (same group); 0 = off")
     single_slot: bool = _opt(True, "control: also score each x under each slot of its own y alone")
     controls_at: str = _opt("headline", "checkpoints the controls are scored on: base + headline epoch, or all",

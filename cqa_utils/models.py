@@ -7,6 +7,8 @@ then on loaded like any Hugging Face causal LM. Used by notebooks 00, 02 and 03.
 """
 from __future__ import annotations
 
+import functools
+
 import importlib.util
 import json
 import os
@@ -89,6 +91,25 @@ def verify_model(path: Path) -> dict:
     if n_params != EMBEDDED_PARAMETERS:
         raise RuntimeError(f"embedded model at {path} has {n_params} parameters, expected {EMBEDDED_PARAMETERS}")
     return {"parameters": n_params, "sanity": sanity_check(model, tokenizer)}
+
+
+@functools.lru_cache(maxsize=8)
+def weights_sha256(name: str) -> str:
+    """sha256 over a model's safetensors files (sorted by name): what "the same model" means
+    for published runs and the base-score cache. A hub id not on disk is returned as
+    ``hub:<id>`` (its weights are not known here)."""
+    import hashlib
+    path = Path(resolve_model_path(name))
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
+    if not files:
+        return f"hub:{name}"
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode())
+        with file.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def resolve_model_path(name: str) -> str:

@@ -22,6 +22,7 @@ items of its group, and each slot of its own y alone. Writes, under the output f
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from ..overlap import overlap_share, shared_words
 from ..prompts import continuation, control_prefixes, scoring_prefixes
 from ..run_lock import locked
 from ..runs import atomic_path, inside, open_stage, stage_dir, stage_outputs, write_csv, write_jsonl
+from ..score_cache import ScoreCache, score_with_cache
 from ..scoring import ScoreRequest, TokenScores, logprob_sum, score_requests
 from ..stats import headline_epoch
 
@@ -175,11 +177,13 @@ def controls_for(cfg: Config, checkpoints: list[Checkpoint], controls: Controls)
 
 
 def score_items(model, tokenizer, items: list[BenchmarkItem], checkpoints: list[Checkpoint], *,
-                template: str, batch_size: int, start_token: str | None, controls: dict[str, Controls] | None = None):
+                template: str, batch_size: int, start_token: str | None, controls: dict[str, Controls] | None = None,
+                cache: ScoreCache | None = None):
     """Scores of every item × variant × checkpoint: (scores, pairs rows, tokens, timing) frames.
 
     ``controls`` maps a checkpoint name to the controls scored there (default: none). Each
     distinct request appears once in the pairs rows, with the checkpoints it was scored on.
+    ``cache`` serves the base model's (adapter-free) requests scored before, by any run.
     """
     import time
 
@@ -191,9 +195,11 @@ def score_items(model, tokenizer, items: list[BenchmarkItem], checkpoints: list[
         requests, pairs = build_requests(items, template, chosen)
         started = time.perf_counter()
         with applied(model, checkpoint) as scorer:
-            results = score_requests(scorer, tokenizer, requests, batch_size=batch_size,
-                                     start_token=start_token, desc=f"scoring {checkpoint.name}")
+            score = functools.partial(score_requests, scorer, tokenizer, batch_size=batch_size,
+                                      start_token=start_token, desc=f"scoring {checkpoint.name}")
+            results, hits = score_with_cache(cache if checkpoint.adapter is None else None, score, requests)
         timing.append({"checkpoint": checkpoint.name, "epoch": checkpoint.epoch, "requests": len(requests),
+                       "cached": hits,
                        "with_controls": chosen is not NO_CONTROLS, "seconds": time.perf_counter() - started,
                        "continuation_tokens": sum(r.n_tokens for r in results)})
         rows.extend(_score_rows(checkpoint, items, pairs, results))
@@ -262,6 +268,16 @@ def write_outputs(out_dir: Path, scores, pairs: list[dict], tokens, timing) -> d
     return written | {"tokens": out_dir / "tokens.parquet"}
 
 
+def base_score_cache(cfg: Config) -> ScoreCache | None:
+    """The base-model score cache for this model and scoring setting (``score.base_cache``)."""
+    if not cfg.score.base_cache:
+        return None
+    from ..models import cache_root, weights_sha256
+
+    return ScoreCache.for_model(cache_root() / "scores", weights_sha256(cfg.model.name), cfg.score.precision,
+                                cfg.model.start_token, cfg.prompt.template)
+
+
 def _scoring_model(cfg: Config):
     from ..models import load_model
 
@@ -280,12 +296,14 @@ def run_logprobs(cfg: Config, force: bool = False) -> dict[str, Path]:
     model, tokenizer = _scoring_model(cfg)
     controls = controls_for(cfg, checkpoints, Controls.from_config(cfg, items))
     frames = score_items(model, tokenizer, items, checkpoints, template=cfg.prompt.template,
-                         batch_size=cfg.score.batch_size, start_token=cfg.model.start_token, controls=controls)
+                         batch_size=cfg.score.batch_size, start_token=cfg.model.start_token, controls=controls,
+                         cache=base_score_cache(cfg))
     written = write_outputs(stage.path, *frames)
     timing = frames[3]
     return stage.finish(written, {"items": len(items), "checkpoints": [c.name for c in checkpoints],
                                   "controls_on": [n for n, c in controls.items() if c is not NO_CONTROLS],
                                   "seconds": round(float(timing["seconds"].sum()), 1),
+                                  "cached_base_requests": int(timing["cached"].sum()),
                                   "precision": cfg.score.precision})
 
 
@@ -301,7 +319,7 @@ def score_benchmark_file(cfg: Config, benchmark: Path | str, out_dir: Path | str
     model, tokenizer = _scoring_model(cfg)
     frames = score_items(model, tokenizer, items, [checkpoint], template=cfg.prompt.template,
                          batch_size=cfg.score.batch_size, start_token=cfg.model.start_token,
-                         controls={checkpoint.name: Controls.from_config(cfg, items)})
+                         controls={checkpoint.name: Controls.from_config(cfg, items)}, cache=base_score_cache(cfg))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     return write_outputs(inside(out, "."), *frames)

@@ -1,0 +1,188 @@
+"""Grids of ordinary runs: ``cqa sweep --grid configs/sweeps/<name>.yaml``.
+
+A grid file names a base config, optional settings for every run (``set``), and one or more
+blocks of ``key: [values]`` whose cartesian products are the runs (arms × seeds × any
+config key). Each run is a plain ``cqa run`` into its own ``results/<run>/``, one after
+another, so a grid is resumable for free: finished runs are skipped, and an interrupted
+run picks up where its stages stopped. Everything is checked before anything starts: an
+unknown grid or config key, an unknown arm, duplicate runs, or an existing run directory
+whose saved config differs. Progress and the manifest ``results/sweeps/<grid>/sweep.json``
+(what notebook 06 reads) are updated after every run. On a cluster, each run can be one
+array job instead (DESIGN.md); the manifest stays the same.
+
+Grid file::
+
+    config: default                    # base config of every run
+    name: controls                     # run names start with it
+    stages: 00-04                      # optional: which stages each run needs (default all)
+    run_name: "{train.arm}-s{run.seed}"  # optional; default: the varied values joined by "-"
+    set: {score.controls_at: headline} # optional: overrides for every run
+    grid:                              # one block, or a list of blocks
+      - {train.arm: [cot, shuffled_cot], run.seed: [1, 2, 3]}
+      - {train.arm: [verdict_only, passage_lm], run.seed: [1]}
+"""
+from __future__ import annotations
+
+import difflib
+import itertools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .config import PROJECT_ROOT, Config, load_config
+from .registry import select
+from .runs import is_done, run_dir, saved_config, stage_dir, write_json
+
+GRID_KEYS = ("config", "name", "stages", "run_name", "set", "grid")
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    name: str
+    overrides: dict = field(hash=False)
+
+
+@dataclass(frozen=True)
+class Grid:
+    name: str
+    config: str
+    stages: str | None
+    runs: tuple[SweepRun, ...]
+
+    def manifest_path(self) -> Path:
+        base = load_config(self.config)
+        return PROJECT_ROOT / base.run.results_dir / "sweeps" / self.name / "sweep.json"
+
+
+def _blocks(raw, where: str) -> list[dict]:
+    blocks = raw if isinstance(raw, list) else [raw]
+    for i, block in enumerate(blocks):
+        if not isinstance(block, dict) or not block:
+            raise ValueError(f"{where}: grid[{i}] must map config keys to lists of values")
+        for key, values in block.items():
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"{where}: grid[{i}].{key} must be a non-empty list, got {values!r}")
+    return blocks
+
+
+def _run_name(grid: str, pattern: str | None, varied: dict) -> str:
+    if pattern:
+        name = pattern
+        for key, value in varied.items():
+            name = name.replace("{" + key + "}", str(value))
+        if "{" in name:
+            raise ValueError(f"run_name {pattern!r}: {name!r} still holds a placeholder; use the grid's keys")
+    else:
+        name = "-".join(str(v) for v in varied.values())
+    return f"{grid}-{name}"
+
+
+def load_grid(path: Path | str, config: str | None = None) -> Grid:
+    """Read and check a grid file; every run's config is resolved (so checked) here."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such grid file (see configs/sweeps/)")
+    spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    for key in spec:
+        if key not in GRID_KEYS:
+            near = difflib.get_close_matches(key, GRID_KEYS, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else f"; allowed: {list(GRID_KEYS)}"
+            raise ValueError(f"{path}: unknown key {key!r}{hint}")
+    if "grid" not in spec:
+        raise ValueError(f"{path}: 'grid' is missing (blocks of config key: [values])")
+    name, base = spec.get("name") or path.stem, config or spec.get("config", "default")
+    runs, seen = [], {}
+    for block in _blocks(spec["grid"], str(path)):
+        for values in itertools.product(*block.values()):
+            varied = dict(zip(block, values))
+            overrides = {**(spec.get("set") or {}), **varied}
+            run = SweepRun(_run_name(name, spec.get("run_name"), varied), overrides)
+            try:
+                load_config(base, {**overrides, "run.name": run.name})
+            except ValueError as err:
+                raise ValueError(f"{path}: run {run.name}: {err}") from None
+            key = tuple(sorted((k, repr(v)) for k, v in overrides.items()))
+            for other, what in ((seen.get(key), "the same settings"), (seen.get(run.name), "the same name")):
+                if other:
+                    raise ValueError(f"{path}: runs {other} and {run.name} have {what}")
+            seen[key] = seen[run.name] = run.name
+            runs.append(run)
+    return Grid(name, base, spec.get("stages"), tuple(runs))
+
+
+def run_config(grid: Grid, run: SweepRun) -> Config:
+    return load_config(grid.config, {**run.overrides, "run.name": run.name})
+
+
+def check_existing(grid: Grid) -> None:
+    """Refuse a grid whose run names point at runs made with other settings."""
+    for run in grid.runs:
+        cfg = run_config(grid, run)
+        for spec in select(None):
+            folder = stage_dir(cfg, spec.key)
+            if (folder / "config.yaml").is_file() and saved_config(folder) != cfg.to_dict():
+                saved, now = saved_config(folder), cfg.to_dict()
+                diff = [f"{s}.{k}" for s in now for k in now[s] if saved.get(s, {}).get(k) != now[s][k]]
+                raise ValueError(f"{folder} exists with a different config ({', '.join(diff[:5])}); "
+                                 f"the grid would mix it in. Delete it, or rename the grid")
+
+
+def finished(grid: Grid, run: SweepRun) -> bool:
+    cfg = run_config(grid, run)
+    return all(is_done(stage_dir(cfg, spec.key)) for spec in select(grid.stages))
+
+
+def _write_manifest(grid: Grid, status: dict, walls: dict) -> Path:
+    return write_json(grid.manifest_path(), {
+        "grid": grid.name, "config": grid.config, "stages": grid.stages,
+        "runs": [{"name": r.name, "overrides": r.overrides, "status": status[r.name],
+                  "wall_s": walls.get(r.name), "path": str(run_dir(run_config(grid, r)))} for r in grid.runs]})
+
+
+def _previous_walls(grid: Grid, status: dict) -> dict[str, float]:
+    """Wall times of finished runs from an earlier manifest (a sweep resumed in a new session)."""
+    import json
+    path = grid.manifest_path()
+    if not path.is_file():
+        return {}
+    runs = json.loads(path.read_text(encoding="utf-8")).get("runs", [])
+    return {r["name"]: r["wall_s"] for r in runs if r.get("wall_s") and status.get(r["name"]) == "done"}
+
+
+def run_sweep(path: Path | str, config: str | None = None, dry_run: bool = False) -> Path:
+    """Run every unfinished run of the grid in order; returns the manifest's path."""
+    from .pipeline import run_pipeline
+
+    grid = load_grid(path, config)
+    check_existing(grid)
+    status = {r.name: "done" if finished(grid, r) else "pending" for r in grid.runs}
+    walls = _previous_walls(grid, status)
+    todo = [r for r in grid.runs if status[r.name] != "done"]
+    print(f"[sweep {grid.name}] {len(grid.runs)} runs, {len(grid.runs) - len(todo)} already finished, "
+          f"{len(todo)} to run (manifest {grid.manifest_path()})", flush=True)
+    manifest = _write_manifest(grid, status, walls)
+    if dry_run:
+        for r in grid.runs:
+            print(f"  {status[r.name]:<8} {r.name}  {r.overrides}")
+        return manifest
+    for i, run in enumerate(todo, 1):
+        eta = (f"~{sum(walls.values()) / len(walls) * (len(todo) - i + 1) / 60:.0f} min left "
+               f"(mean of {len(walls)} finished run(s))"
+               if walls else "time left known after the first run")
+        print(f"\n[sweep {grid.name}] run {i}/{len(todo)}: {run.name} {run.overrides} — {eta}", flush=True)
+        started = time.perf_counter()
+        status[run.name] = "running"
+        _write_manifest(grid, status, walls)
+        try:
+            run_pipeline(grid.config, run.name, grid.stages, False, run.overrides)
+        except Exception:
+            status[run.name] = "failed"
+            _write_manifest(grid, status, walls)
+            raise
+        walls[run.name] = round(time.perf_counter() - started, 1)
+        status[run.name] = "done"
+        manifest = _write_manifest(grid, status, walls)
+    print(f"\n[sweep {grid.name}] all {len(grid.runs)} runs finished; manifest {manifest}", flush=True)
+    return manifest

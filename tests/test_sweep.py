@@ -1,0 +1,55 @@
+"""cqa sweep: grid files are checked before anything runs; finished runs are skipped."""
+import json
+
+import pytest
+import yaml
+
+from cqa_utils import runs
+from cqa_utils.config import load_config
+from cqa_utils.sweep import finished, load_grid, run_config, run_sweep
+
+
+def grid_file(tmp_path, **spec):
+    spec = {"config": "smoke", "name": "g", "set": {"run.results_dir": str(tmp_path / "results")},
+            "grid": {"train.arm": ["cot", "shuffled_cot"], "run.seed": [1, 2]}} | spec
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def test_a_grid_expands_blocks_into_named_runs(tmp_path):
+    grid = load_grid(grid_file(tmp_path, run_name="{train.arm}-s{run.seed}", grid=[
+        {"train.arm": ["cot", "shuffled_cot"], "run.seed": [1, 2]}, {"train.arm": ["passage_lm"], "run.seed": [1]}]))
+    assert [r.name for r in grid.runs] == ["g-cot-s1", "g-cot-s2", "g-shuffled_cot-s1", "g-shuffled_cot-s2",
+                                           "g-passage_lm-s1"]
+    cfg = run_config(grid, grid.runs[2])
+    assert (cfg.train.arm, cfg.run.seed, cfg.run.name) == ("shuffled_cot", 1, "g-shuffled_cot-s1")
+
+
+@pytest.mark.parametrize("spec,message", [
+    ({"grids": {}}, r"unknown key 'grids'; did you mean 'grid'\?"),
+    ({"grid": {"train.lerning_rate": [1e-4]}}, r"run g-0.0001: overrides: unknown key train.lerning_rate"),
+    ({"grid": {"train.arm": ["cot", "cot_shuffled"]}}, r"run g-cot_shuffled: .*train.arm"),
+    ({"grid": [{"run.seed": [1]}, {"run.seed": [1]}]}, r"runs g-1 and g-1 have the same settings"),
+    ({"grid": {"train.arm": "cot"}}, r"grid\[0\].train.arm must be a non-empty list"),
+    ({"run_name": "{train.arm}", "grid": {"train.arm": ["cot"], "run.seed": [1, 2]}}, r"have the same name"),
+])
+def test_a_bad_grid_is_refused_before_anything_starts(tmp_path, spec, message):
+    with pytest.raises(ValueError, match=message):
+        load_grid(grid_file(tmp_path, **spec))
+
+
+def test_an_existing_run_made_with_other_settings_is_refused(tmp_path):
+    path = grid_file(tmp_path)
+    grid = load_grid(path)
+    other = load_config("smoke", {**grid.runs[0].overrides, "run.name": grid.runs[0].name, "train.epochs": 9})
+    runs.open_stage(other, "02")               # a stage directory written with train.epochs 9
+    with pytest.raises(ValueError, match=r"02_finetune exists with a different config \(train.epochs\)"):
+        run_sweep(path, dry_run=True)
+
+
+def test_a_dry_run_writes_the_manifest_and_runs_nothing(tmp_path):
+    manifest = run_sweep(grid_file(tmp_path), dry_run=True)
+    data = json.loads(manifest.read_text())
+    assert data["grid"] == "g" and [r["status"] for r in data["runs"]] == ["pending"] * 4
+    assert not finished(load_grid(grid_file(tmp_path)), load_grid(grid_file(tmp_path)).runs[0])
