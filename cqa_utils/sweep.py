@@ -3,8 +3,9 @@
 A grid file names a base config, optional settings for every run (``set``), and one or more
 blocks of ``key: [values]`` whose cartesian products are the runs (arms × seeds × any
 config key). Each run is a plain ``cqa run`` into its own ``results/<run>/``, one after
-another, so a grid is resumable for free: finished runs are skipped, and an interrupted
-run picks up where its stages stopped. Everything is checked before anything starts: an
+another, so a grid is resumable for free: finished runs are skipped (also runs published
+to ``reference/<run>/`` by ``cqa publish``, so a grid spans sessions and clones), and an
+interrupted run picks up where its stages stopped. Everything is checked before anything starts: an
 unknown grid or config key, an unknown arm, duplicate runs, or an existing run directory
 whose saved config differs. Progress and the manifest ``results/sweeps/<grid>/sweep.json``
 (what notebook 06 reads) are updated after every run. On a cluster, each run can be one
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import yaml
 
+from . import publish
 from .config import PROJECT_ROOT, Config, load_config
 from .registry import select
 from .runs import is_done, run_dir, saved_config, stage_dir, write_json
@@ -129,16 +131,27 @@ def check_existing(grid: Grid) -> None:
                                  f"the grid would mix it in. Delete it, or rename the grid")
 
 
-def finished(grid: Grid, run: SweepRun) -> bool:
+def run_location(grid: Grid, run: SweepRun) -> Path | None:
+    """Where the run's finished stages are: ``results/<run>/``, else its published copy
+    ``reference/<run>/`` (made with the same config), so a grid resumes in a fresh clone."""
     cfg = run_config(grid, run)
-    return all(is_done(stage_dir(cfg, spec.key)) for spec in select(grid.stages))
+    for root in (run_dir(cfg), publish.REFERENCE_DIR / run.name):
+        folders = [root / spec.folder for spec in select(grid.stages)]
+        if all(is_done(f) and saved_config(f) == cfg.to_dict() for f in folders):
+            return root
+    return None
+
+
+def finished(grid: Grid, run: SweepRun) -> bool:
+    return run_location(grid, run) is not None
 
 
 def _write_manifest(grid: Grid, status: dict, walls: dict) -> Path:
     return write_json(grid.manifest_path(), {
         "grid": grid.name, "config": grid.config, "stages": grid.stages,
         "runs": [{"name": r.name, "overrides": r.overrides, "status": status[r.name],
-                  "wall_s": walls.get(r.name), "path": str(run_dir(run_config(grid, r)))} for r in grid.runs]})
+                  "wall_s": walls.get(r.name),
+                  "path": str(run_location(grid, r) or run_dir(run_config(grid, r)))} for r in grid.runs]})
 
 
 def _previous_walls(grid: Grid, status: dict) -> dict[str, float]:

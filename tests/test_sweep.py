@@ -53,3 +53,20 @@ def test_a_dry_run_writes_the_manifest_and_runs_nothing(tmp_path):
     data = json.loads(manifest.read_text())
     assert data["grid"] == "g" and [r["status"] for r in data["runs"]] == ["pending"] * 4
     assert not finished(load_grid(grid_file(tmp_path)), load_grid(grid_file(tmp_path)).runs[0])
+
+
+def test_a_published_run_counts_as_finished_so_a_grid_resumes_in_a_fresh_clone(tmp_path, monkeypatch):
+    from cqa_utils import publish
+
+    monkeypatch.setattr(publish, "REFERENCE_DIR", tmp_path / "reference")
+    path = grid_file(tmp_path, stages="04")
+    grid = load_grid(path)
+    cfg = run_config(grid, grid.runs[1])
+    stage = runs.open_stage(cfg, "04")
+    stage.finish({"stats": runs.write_text(stage.file("stats.csv"), "x\n1\n")})
+    publish.publish_run(cfg, publish.REFERENCE_DIR)
+    import shutil
+    shutil.rmtree(runs.run_dir(cfg))                         # a fresh clone: results/ is empty
+    assert [finished(grid, r) for r in grid.runs] == [False, True, False, False]
+    data = json.loads(run_sweep(path, dry_run=True).read_text())
+    assert data["runs"][1]["status"] == "done" and data["runs"][1]["path"].endswith("reference/g-cot-2")
