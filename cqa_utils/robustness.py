@@ -20,6 +20,7 @@ import pandas as pd
 
 from .analysis import jsonable, kinds_scored, paired_differences, summary_row
 from .config import PROJECT_ROOT, config_from_dict
+from .data import GROUPS
 from .runs import saved_config, write_csv, write_json
 from .stats import bootstrap_ci_mean, cohens_dz, headline_epoch, hodges_lehmann, wilcoxon_one_sided
 
@@ -172,8 +173,11 @@ def contrast_tests(contrasts: pd.DataFrame, level: float = 0.95) -> pd.DataFrame
         rows.append({"kind": kind, "group": group, "n_items": int(d.size), "mean": float(d.mean()), "hl": hl,
                      "hl_ci_low": low, "hl_ci_high": high, "d_z": cohens_dz(d), "p_one_sided": test.p,
                      "note": test.note})
-    return pd.DataFrame(rows, columns=["kind", "group", "n_items", "mean", "hl", "hl_ci_low", "hl_ci_high",
-                                       "d_z", "p_one_sided", "note"])
+    table = pd.DataFrame(rows, columns=["kind", "group", "n_items", "mean", "hl", "hl_ci_low", "hl_ci_high",
+                                        "d_z", "p_one_sided", "note"])
+    order = {g: i for i, g in enumerate(GROUPS)}
+    return table.sort_values(["kind", "group"], key=lambda c: c.map(order) if c.name == "group" else c,
+                             ignore_index=True)
 
 
 def mixed_model(deltas: pd.DataFrame, kind: str = "specific", arm: str = ARM, control: str = CONTROL,
@@ -283,8 +287,8 @@ def robustness_report(grid: str, manifest: Path, deltas: pd.DataFrame, tests: pd
                      "mixed_model": model.to_dict("records"), "seed_spread": spread.to_dict("records")})
 
 
-def _num(value, digits: int = 2, signed: bool = True) -> str:
-    return "–" if value is None else f"{value:{'+' if signed else ''}.{digits}f}"
+def _num(value, spec: str = "+.2f") -> str:
+    return "–" if value is None else format(value, spec)
 
 
 def robustness_markdown(report: dict) -> str:
@@ -294,17 +298,17 @@ def robustness_markdown(report: dict) -> str:
     lines = [f"Grid `{report['grid']}` ({seeds} seeds); Δ(ΔI) at each run's headline epoch, summed nats, "
              f"{contrast['arm']} − {contrast['control']} per item averaged over seeds.", "",
              f"**Verdict.** {report['verdict']}", "",
-             "| ΔI kind | group | items | HL [95% CI] | d_z | p (one-sided Wilcoxon) | mixed model (t, df) |",
+             "| ΔI kind | group | items | HL [95% CI] | d_z | p (one-sided Wilcoxon) | mixed model: estimate, p (df) |",
              "|---|---|---|---|---|---|---|"]
     model = {(r["kind"], r["contrast"]): r for r in report["mixed_model"]}
     for r in contrast["tests"]:
         m = model.get((r["kind"], r["group"]), {})
-        fit = (f"{_num(m.get('estimate'))}, p = {_num(m.get('p_one_sided'), 3, False)} (df {m.get('df')})"
+        fit = (f"{_num(m.get('estimate'))}, p = {_num(m.get('p_one_sided'), '.3g')} (df {m.get('df')})"
                if m.get("estimate") is not None else "–")
         lines.append(f"| {r['kind']} | {r['group']} | {r['n_items']} | {_num(r['hl'])} [{_num(r['hl_ci_low'])}, "
-                     f"{_num(r['hl_ci_high'])}] | {_num(r['d_z'])} | {_num(r['p_one_sided'], 3, False)} | {fit} |")
+                     f"{_num(r['hl_ci_high'])}] | {_num(r['d_z'])} | {_num(r['p_one_sided'], '.3g')} | {fit} |")
     lines += ["", "Seed spread of the one-sided p per arm and group (specific ΔI): "
-              + "; ".join(f"{s['arm']} {s['group']} {_num(s['p_min'], 3, False)}–{_num(s['p_max'], 3, False)}"
+              + "; ".join(f"{s['arm']} {s['group']} {_num(s['p_min'], '.3g')}–{_num(s['p_max'], '.3g')}"
                           for s in report["seed_spread"] if s["kind"] == "specific") + ".",
               "", "Every number and figure: notebook 06 (`06_robustness/` beside the grid's manifest)."]
     return "\n".join(lines)
