@@ -162,3 +162,20 @@ def test_the_report_renders_the_readme_section(planted, tmp_path):
     text = rb.robustness_markdown(saved)
     assert saved["verdict"] in text and "| specific | literary | 12 |" in text
     assert pd.read_csv(paths["contrast"]).shape == tests.shape
+
+
+def test_notebook_06_runs_headless_on_a_synthetic_grid(tmp_path):
+    from cqa_utils.pipeline import run_notebook
+    from cqa_utils.registry import GRID_NOTEBOOKS
+
+    results = write_grid(tmp_path)
+    executed = tmp_path / "executed"
+    executed.mkdir()
+    run_notebook(GRID_NOTEBOOKS[0], {"grid": "g", "results_dir": str(results), "reference_dir": str(tmp_path / "ref"),
+                                     "n_boot": 200}, executed)
+    default = results / "sweeps" / "g" / "06_robustness"  # out_dir empty: beside the manifest
+    report = json.loads((default / "robustness.json").read_text())
+    assert report["verdict"].startswith("An appreciation-specific effect: shown")
+    assert {p.name for p in default.glob("fig_*")} == {f"fig_{n}.{e}" for n in ("arm_deltas", "arm_contrast", "seed_spread")
+                                                        for e in ("png", "pdf")}
+    assert (executed / "06_robustness.ipynb").is_file()
