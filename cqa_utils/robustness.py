@@ -68,7 +68,8 @@ def grid_runs(grid: str, results_dir: str | Path = "results", reference_dir: str
     so a renamed run cannot be counted under the wrong arm. Runs not ``done`` are left out.
     """
     path = find_manifest(grid, results_dir, reference_dir)
-    base = _resolve(results_dir) if path.name == "sweep.json" else _resolve(reference_dir)
+    fresh = path == _resolve(results_dir) / "sweeps" / grid / "sweep.json"
+    base = _resolve(results_dir) if fresh else _resolve(reference_dir)
     frames = []
     for run in read_manifest(path)["runs"]:
         if run["status"] != "done":
