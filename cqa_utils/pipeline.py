@@ -1,7 +1,8 @@
 """Run the study's notebooks in order with papermill.
 
 The notebook list is the stage registry (:data:`cqa_utils.registry.STAGES`); a test fails
-if it and ``notebooks/`` disagree. Every notebook gets the same parameters (config, run_name, force, overrides),
+if it and the grid notebooks (:data:`~cqa_utils.registry.GRID_NOTEBOOKS`, which run_pipeline leaves out) disagree
+with ``notebooks/``. Every notebook gets the same parameters (config, run_name, force, overrides),
 runs on the project's named kernel, and its executed copy is kept under
 ``results/<run>/notebooks/`` even when it fails; a failure names the notebook and cell
 and makes ``cqa run`` (and so ``make``) exit non-zero.
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import PROJECT_ROOT, load_config
-from .registry import StageSpec, select
+from .registry import GridNotebook, StageSpec, select
 from .runs import run_dir
 
 KERNEL_NAME = "cqa-companion"
@@ -44,7 +45,8 @@ def ensure_kernel(kernel: str = KERNEL_NAME) -> None:
         ) from None
 
 
-def run_notebook(spec: StageSpec, parameters: dict, out_dir: Path, kernel: str) -> StageResult:
+def run_notebook(spec: StageSpec | GridNotebook, parameters: dict, out_dir: Path, kernel: str = KERNEL_NAME) -> StageResult:
+    """One notebook, a stage's or a grid's (notebook 06 takes grid parameters, not a run's)."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 

@@ -1,9 +1,11 @@
-"""The pipeline's one list of stages: key, results folder, notebook and runner.
+"""The project's notebooks as data: the pipeline's stages, and the notebooks that read a grid.
 
 ``runs`` (stage folders), ``pipeline`` (notebook order), the ``cqa`` CLI and the tests all
-read this table, so adding a stage means adding one row here, one module in
+read :data:`STAGES`, so adding a stage means adding one row here, one module in
 ``cqa_utils/stages/`` and one notebook. The runner is named, not imported, so base modules
 can read the table without depending on the stages (a test checks that direction).
+:data:`GRID_NOTEBOOKS` are not stages: they read a whole grid of finished runs
+(``cqa sweep``), so ``cqa run`` never runs them; together the two lists are every notebook.
 """
 from __future__ import annotations
 
@@ -32,6 +34,18 @@ STAGES = (
     StageSpec("03", "03_logprobs", "03_logprob_extraction.ipynb", "logprobs:run_logprobs"),
     StageSpec("04", "04_stats", "04_delta_i_statistics.ipynb", "statistics:run_statistics"),
     StageSpec("05", "05_figures", "05_figures.ipynb", "figures:run_figures"),
+)
+
+
+@dataclass(frozen=True)
+class GridNotebook:
+    key: str  # numbered after the stages
+    notebook: str  # notebooks/<notebook>
+    reads: str  # what it needs to exist first
+
+
+GRID_NOTEBOOKS = (
+    GridNotebook("06", "06_robustness.ipynb", "a sweep manifest: results/sweeps/<grid>/sweep.json or reference/sweeps/<grid>.json"),
 )
 
 

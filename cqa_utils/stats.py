@@ -129,8 +129,8 @@ def holm(pvalues) -> np.ndarray:
     """Holm–Bonferroni step-down adjusted p-values (monotone in p, capped at 1).
 
     Sorted ascending, p_(i) is scaled by (m − i + 1), then a running maximum keeps the
-    order. NaN p-values are left NaN and not counted in m. Written here because
-    statsmodels is not a dependency of this project.
+    order. NaN p-values are left NaN and not counted in m. Written out (statsmodels'
+    multipletests does the same) so the step-down rule can be read beside its use.
     """
     p = np.asarray(pvalues, dtype=float)
     out = np.full(p.shape, NAN)

@@ -4,13 +4,15 @@ import nbformat
 import pytest
 
 from cqa_utils.pipeline import NOTEBOOK_DIR, NotebookFailed, run_pipeline
-from cqa_utils.registry import STAGES
+from cqa_utils.registry import GRID_NOTEBOOKS, STAGES
 
 NOTEBOOK_FILES = sorted(p.name for p in NOTEBOOK_DIR.glob("*.ipynb"))
 
 
 def test_stage_registry_and_notebook_folder_agree():
-    assert [spec.notebook for spec in STAGES] == NOTEBOOK_FILES
+    # every notebook is either a pipeline stage or a grid notebook, numbered after the stages
+    assert [spec.notebook for spec in STAGES] + [g.notebook for g in GRID_NOTEBOOKS] == NOTEBOOK_FILES
+    assert all(g.notebook.startswith(g.key + "_") for g in GRID_NOTEBOOKS)
 
 
 @pytest.mark.parametrize("name", NOTEBOOK_FILES)
@@ -30,7 +32,7 @@ def test_notebook_is_committed_clean_with_one_parameters_cell(name):
 @pytest.mark.slow
 def test_smoke_pipeline_runs_every_notebook(tmp_path):
     results = run_pipeline("smoke", overrides={"run.results_dir": str(tmp_path)})
-    assert [r.executed.name for r in results] == NOTEBOOK_FILES
+    assert [r.executed.name for r in results] == [spec.notebook for spec in STAGES]
     run = tmp_path / "smoke"
     for spec in STAGES:
         assert (run / spec.folder / "DONE").is_file(), f"stage {spec.key} wrote no DONE marker"
