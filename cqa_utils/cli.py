@@ -14,6 +14,7 @@ Copy-paste examples::
     cqa score --benchmark my_items.jsonl --out scored/    # ΔI for your own items, base model
     cqa score --benchmark my_items.jsonl --adapter results/default/02_finetune/epoch-5 --out scored5/
     cqa report --config default                           # README results + figures/ from a finished run
+    cqa report --grid configs/sweeps/controls.yaml        # README controls and robustness from notebook 06
     cqa publish --config default                          # compact outputs of a run -> reference/<run>/
     cqa publish --grid configs/sweeps/controls.yaml       # every finished run of a grid + its manifest
     cqa config --show smoke                               # the resolved config
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="regenerate the README's Results block and figures/ from a finished run")
     _run_options(report, force=False)
+    report.add_argument("--grid", help="instead: the README's Controls and robustness block from a grid's notebook 06")
 
     publish = sub.add_parser("publish", help="copy a finished run's compact outputs (no weights) into reference/<run>/")
     _run_options(publish, force=False)
@@ -135,9 +137,9 @@ def _dispatch(args) -> int:
         for name, path in score_benchmark_file(_resolve(args), args.benchmark, args.out, adapter=args.adapter).items():
             print(f"wrote {name}: {path}")
     elif args.command == "report":
-        from .report import publish
+        from .report import publish, publish_grid
 
-        for path in publish(_resolve(args)):
+        for path in [publish_grid(args.grid)] if args.grid else publish(_resolve(args)):
             print(f"wrote {path}")
     elif args.command == "publish":
         from .publish import publish_manifest, publish_run

@@ -72,10 +72,19 @@ def publish_run(cfg: Config, dest_root: Path = REFERENCE_DIR, max_file_mb: float
 
 
 def publish_manifest(manifest: Path, dest_root: Path = REFERENCE_DIR) -> Path:
-    """Copy a sweep's manifest next to its published runs (``reference/sweeps/<grid>.json``)."""
-    data = json.loads(Path(manifest).read_text(encoding="utf-8"))
+    """Copy a sweep's manifest next to its published runs (``reference/sweeps/<grid>.json``),
+    and notebook 06's tables, figures and robustness.json where it ran
+    (``reference/sweeps/<grid>/06_robustness/``)."""
+    manifest = Path(manifest)
+    data = json.loads(manifest.read_text(encoding="utf-8"))
     for run in data["runs"]:
-        run["path"] = str(Path(dest_root).name + "/" + run["name"])
+        if run.get("status") == "done":
+            run["path"] = str(Path(dest_root).name + "/" + run["name"])
+    robustness = manifest.parent / "06_robustness"
+    if (robustness / "robustness.json").is_file():
+        with atomic_dir(Path(dest_root) / "sweeps" / data["grid"] / "06_robustness") as tmp:
+            for path in sorted(p for p in robustness.iterdir() if p.is_file()):
+                shutil.copyfile(path, tmp / path.name)
     return write_json(Path(dest_root) / "sweeps" / f"{data['grid']}.json", data)
 
 

@@ -17,6 +17,7 @@ from .runs import atomic_path, is_done, stage_dir, stage_outputs, write_text
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 AUDIT_BEGIN, AUDIT_END = "<!-- audit:begin -->", "<!-- audit:end -->"
+GRID_BEGIN, GRID_END = "<!-- robustness:begin -->", "<!-- robustness:end -->"
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -218,3 +219,32 @@ def publish(cfg: Config, readme: Path = PROJECT_ROOT / "README.md") -> list[Path
         report = json.loads(stage_outputs(cfg, "04")["report"].read_text(encoding="utf-8"))
     figures = copy_figures(cfg) if is_done(stage_dir(cfg, "05")) else []
     return [*figures, update_readme(readme, report, block)]
+
+
+def wall_time_line(manifest: dict) -> str:
+    """Measured time of a grid's runs (``wall_s`` of each finished run in the manifest)."""
+    walls = [r["wall_s"] for r in manifest["runs"] if r.get("status") == "done" and r.get("wall_s")]
+    done = sum(r.get("status") == "done" for r in manifest["runs"])
+    if not walls:
+        return f"{done} of {len(manifest['runs'])} runs finished; no wall times recorded."
+    return (f"{done} of {len(manifest['runs'])} runs finished; measured wall time {sum(walls) / 3600:.1f} h for "
+            f"{len(walls)} runs (per run {min(walls) / 60:.0f}–{max(walls) / 60:.0f} min, median "
+            f"{sorted(walls)[len(walls) // 2] / 60:.0f} min).")
+
+
+def publish_grid(grid_file: Path | str, readme: Path = PROJECT_ROOT / "README.md") -> Path:
+    """Regenerate the README's "Controls and robustness" block from a grid's notebook 06 output."""
+    from .robustness import find_manifest, read_manifest, robustness_markdown
+    from .sweep import load_grid
+
+    grid = load_grid(grid_file)
+    manifest_path = find_manifest(grid.name)
+    manifest = read_manifest(manifest_path)
+    candidates = [manifest_path.parent / "06_robustness", manifest_path.with_suffix("") / "06_robustness"]
+    found = next((c / "robustness.json" for c in candidates if (c / "robustness.json").is_file()), None)
+    if found is None:
+        raise FileNotFoundError(f"no notebook 06 output for grid {grid.name!r} in {[str(c) for c in candidates]}; "
+                                f"run notebook 06 (cqa sweep runs it when the grid is finished)")
+    block = robustness_markdown(json.loads(found.read_text(encoding="utf-8"))) + "\n\n" + wall_time_line(manifest)
+    text = _replace_block(readme.read_text(encoding="utf-8"), GRID_BEGIN, GRID_END, block, readme)
+    return write_text(readme, text)

@@ -52,10 +52,13 @@ class Grid:
     config: str
     stages: str | None
     runs: tuple[SweepRun, ...]
+    common: dict = field(default_factory=dict, hash=False)  # the grid file's ``set``
+
+    def base(self) -> Config:
+        return load_config(self.config, self.common)
 
     def manifest_path(self) -> Path:
-        base = load_config(self.config)
-        return PROJECT_ROOT / base.run.results_dir / "sweeps" / self.name / "sweep.json"
+        return PROJECT_ROOT / self.base().run.results_dir / "sweeps" / self.name / "sweep.json"
 
 
 def _blocks(raw, where: str) -> list[dict]:
@@ -111,7 +114,7 @@ def load_grid(path: Path | str, config: str | None = None) -> Grid:
                     raise ValueError(f"{path}: runs {other} and {run.name} have {what}")
             seen[key] = seen[run.name] = run.name
             runs.append(run)
-    return Grid(name, base, spec.get("stages"), tuple(runs))
+    return Grid(name, base, spec.get("stages"), tuple(runs), dict(spec.get("set") or {}))
 
 
 def run_config(grid: Grid, run: SweepRun) -> Config:
@@ -198,4 +201,16 @@ def run_sweep(path: Path | str, config: str | None = None, dry_run: bool = False
         status[run.name] = "done"
         manifest = _write_manifest(grid, status, walls)
     print(f"\n[sweep {grid.name}] all {len(grid.runs)} runs finished; manifest {manifest}", flush=True)
+    robustness_notebook(grid)
     return manifest
+
+
+def robustness_notebook(grid: Grid) -> Path:
+    """Notebook 06 on the finished grid; its executed copy sits beside the manifest."""
+    from .pipeline import run_notebook
+    from .registry import GRID_NOTEBOOKS
+
+    out = grid.manifest_path().parent / "notebooks"
+    out.mkdir(parents=True, exist_ok=True)
+    parameters = {"grid": grid.name, "results_dir": str(PROJECT_ROOT / grid.base().run.results_dir)}
+    return run_notebook(GRID_NOTEBOOKS[0], parameters, out).executed

@@ -70,3 +70,27 @@ def test_a_published_run_counts_as_finished_so_a_grid_resumes_in_a_fresh_clone(t
     assert [finished(grid, r) for r in grid.runs] == [False, True, False, False]
     data = json.loads(run_sweep(path, dry_run=True).read_text())
     assert data["runs"][1]["status"] == "done" and data["runs"][1]["path"].endswith("reference/g-cot-2")
+
+
+@pytest.mark.slow
+def test_the_smoke_grid_runs_then_resumes_a_killed_run_and_feeds_notebook_06(tmp_path):
+    """CI's grid: 2 arms × 2 seeds, tiny, through cqa sweep and notebook 06 (real training and scoring)."""
+    spec = yaml.safe_load(open("configs/sweeps/smoke.yaml"))
+    spec["set"]["run.results_dir"] = str(tmp_path / "results")
+    path = tmp_path / "smoke.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    manifest = json.loads(run_sweep(path).read_text())
+    assert [r["status"] for r in manifest["runs"]] == ["done"] * 4 and all(r["wall_s"] for r in manifest["runs"])
+    grid = load_grid(path)
+    later = [json.loads((runs.stage_dir(run_config(grid, r), "03") / "DONE").read_text())["summary"]
+             for r in grid.runs[1:]]
+    assert all(s["cached_base_requests"] > 0 for s in later)     # the base model was scored once
+    report = json.loads((tmp_path / "results" / "sweeps" / "smoke-grid" / "06_robustness" / "robustness.json").read_text())
+    assert report["seeds_per_arm"] == {"cot": 2, "shuffled_cot": 2} and report["verdict"]
+    # a run killed in stage 04: its DONE marker is gone; the rerun redoes that stage only
+    victim = runs.stage_dir(run_config(grid, grid.runs[2]), "04")
+    (victim / "DONE").unlink()
+    assert [finished(grid, r) for r in grid.runs] == [True, True, False, True]
+    run_sweep(path)
+    assert (victim / "DONE").is_file()
+    assert runs.is_done(runs.stage_dir(run_config(grid, grid.runs[2]), "02"))
