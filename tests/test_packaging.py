@@ -7,10 +7,12 @@ import tomllib
 import jsonschema
 import pytest
 import yaml
+from packaging.specifiers import SpecifierSet
 
 from conftest import PROJECT_ROOT
 
 PYPROJECT = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+LOCK = PROJECT_ROOT / "requirements.lock"
 CFF_SCHEMA = PROJECT_ROOT / "tests" / "schemas" / "citation-file-format-1.2.0.json"
 
 
@@ -45,7 +47,7 @@ def test_citation_cff_is_valid_cff_1_2_0_and_cites_the_paper():
     document = citation()
     validate_cff(document)
     assert document["version"] == PYPROJECT["project"]["version"]
-    assert document["license"] == PYPROJECT["project"]["license"]["text"]
+    assert document["license"] == PYPROJECT["project"]["license"]
     paper = document["preferred-citation"]
     assert paper["title"].startswith("Creative Quality Alignment")
     assert [a["family-names"] for a in paper["authors"]] == ["Zou", "Xu"]
@@ -69,3 +71,13 @@ def test_environment_yml_pins_what_pyproject_pins():
     env = yaml.safe_load((PROJECT_ROOT / "environment.yml").read_text(encoding="utf-8"))
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert pins(pip_section) == pyproject_pins()
+
+
+def test_the_lock_file_pins_every_pyproject_pin_at_its_version():
+    locked = pins(line for line in LOCK.read_text(encoding="utf-8").splitlines() if not line.startswith((" ", "#")))
+    missing = sorted(set(pyproject_pins()) - set(locked))
+    assert not missing, f"{LOCK.name} lacks {missing}: run `make lock`"
+    # "==2.13.0" admits the CPU build "2.13.0+cpu" the lock takes, as pip does; any other version drifted.
+    drifted = {name: (pin, locked[name]) for name, pin in pyproject_pins().items()
+               if not SpecifierSet(f"=={pin}").contains(locked[name])}
+    assert not drifted, f"pyproject.toml and {LOCK.name} disagree (pin, locked): {drifted}; run `make lock`"
