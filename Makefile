@@ -30,6 +30,7 @@ $(STAMP): pyproject.toml $(LOCK) $(NODEPS_LOCK)
 	touch $(STAMP)
 
 # Regenerate both lock files after changing a pin in pyproject.toml (tests/test_packaging.py checks they agree).
+# pip must find torch's CPU build (2.13.0+cpu; on local disk here), or the lock takes the CUDA one (a test fails).
 lock: $(STAMP)
 	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
 	    --no-emit-find-links --extra quant --extra dev --extra audit --output-file $(LOCK) pyproject.toml

@@ -81,3 +81,4 @@ def test_the_lock_file_pins_every_pyproject_pin_at_its_version():
     drifted = {name: (pin, locked[name]) for name, pin in pyproject_pins().items()
                if not SpecifierSet(f"=={pin}").contains(locked[name])}
     assert not drifted, f"pyproject.toml and {LOCK.name} disagree (pin, locked): {drifted}; run `make lock`"
+    assert locked["torch"].endswith("+cpu"), f"{LOCK.name} takes torch {locked['torch']}, not the CPU build"
