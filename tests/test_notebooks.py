@@ -30,15 +30,14 @@ def test_notebook_is_committed_clean_with_one_parameters_cell(name):
 
 
 @pytest.mark.slow
-def test_smoke_pipeline_runs_every_notebook(tmp_path):
-    results = run_pipeline("smoke", overrides={"run.results_dir": str(tmp_path)})
+def test_smoke_pipeline_runs_every_notebook(smoke_run):
+    results, run = smoke_run
     assert [r.executed.name for r in results] == [spec.notebook for spec in STAGES]
-    run = tmp_path / "smoke"
     for spec in STAGES:
         assert (run / spec.folder / "DONE").is_file(), f"stage {spec.key} wrote no DONE marker"
     # A second run is a no-op for every stage: nothing is recomputed.
     before = {p: p.stat().st_mtime_ns for p in run.rglob("DONE")}
-    run_pipeline("smoke", overrides={"run.results_dir": str(tmp_path)})
+    run_pipeline("smoke", overrides={"run.results_dir": str(run.parent)})
     assert before == {p: p.stat().st_mtime_ns for p in run.rglob("DONE")}
 
 

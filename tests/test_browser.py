@@ -1,0 +1,194 @@
+"""The interactive path in a real browser: a notebook opened in JupyterLab, run from the Run menu, read back.
+
+test_notebooks.py runs the notebooks headless with papermill; this runs them the way a reader does. JupyterLab is
+started from the project's virtualenv on 127.0.0.1, and headless Debian Chromium drives it through Playwright (its
+own browser download cannot work offline, so the system browser is launched). Each notebook is a copy of the
+committed one with papermill's injected-parameters cell pointing it at the session's smoke run, so the browser sees
+exactly what the pipeline runs. Needs ``/usr/bin/chromium`` (``.ci/run`` installs it) and playwright (the dev
+extra); where either is missing the tests are skipped with the command that installs it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from conftest import PROJECT_ROOT
+from cqa_utils.pipeline import NOTEBOOK_DIR
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_INSTALL = "apt-get install -y --no-install-recommends chromium chromium-driver fonts-dejavu-core"
+if not CHROMIUM.is_file():  # checked before any fixture, so a skip never waits for the smoke run
+    pytest.skip(f"no {CHROMIUM}: install it with `{CHROMIUM_INSTALL}`", allow_module_level=True)
+playwright_api = pytest.importorskip(
+    "playwright.sync_api", reason="no playwright: install it with `pip install playwright==1.65.2` (`make setup` "
+                                  "does: it is in the dev extra)")
+
+pytestmark = pytest.mark.slow
+
+KERNEL_DISPLAY_NAME = "Python (cqa-companion)"  # what `make setup` registers and the notebooks name
+LAB_SETTINGS = {  # every cell attached to the DOM (no windowing), and no news or update requests
+    "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
+    "@jupyterlab/apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
+}
+STARTUP_TIMEOUT_S = 120  # JupyterLab and a kernel start in ~5 s each on 2 idle cores; CI's cores are busy
+RUN_ALL_TIMEOUT_S = 300  # notebooks 04 and 05 on a finished smoke run take well under a minute
+PROMPTS = ".jp-Notebook .jp-CodeCell .jp-InputPrompt"  # "[ ]:" not run, "[*]:" queued or running, "[3]:" ran
+
+# Notebook, and the element its outputs must render: one entry per check, same helper.
+NOTEBOOK_CHECKS = [
+    ("04_delta_i_statistics.ipynb", "table"),  # the statistics as HTML tables
+    ("05_figures.ipynb", "img"),  # the figures as images
+]
+
+
+@dataclass(frozen=True)
+class Lab:
+    url: str
+    token: str
+    root: Path  # the folder JupyterLab serves
+
+    def tree_url(self, notebook: Path) -> str:
+        """The notebook alone in a workspace of its own: no tab (and kernel) of an earlier test is restored."""
+        path = notebook.relative_to(self.root).as_posix()
+        return f"{self.url}/lab/workspaces/{notebook.stem}/tree/{path}?reset&token={self.token}"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_status(server: subprocess.Popen, lab: Lab, log: Path) -> None:
+    """Poll ``/api/status`` until the server answers; fail with its log if it exits or never answers."""
+    request = urllib.request.Request(f"{lab.url}/api/status", headers={"Authorization": f"token {lab.token}"})
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"JupyterLab exited with {server.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(request, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"JupyterLab did not answer /api/status within {STARTUP_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
+
+
+def stop(server: subprocess.Popen) -> None:
+    """SIGTERM lets the server shut its kernels down; its process group (server + kernels) is then killed if not."""
+    server.terminate()
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(server.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    server.wait()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab from this virtualenv serving a temporary folder, with its own settings; stopped by PID."""
+    home = tmp_path_factory.mktemp("lab")
+    root = home / "root"
+    root.mkdir()
+    for name, values in LAB_SETTINGS.items():
+        path = home / "settings" / f"{name}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+    lab = Lab(f"http://127.0.0.1:{free_port()}", secrets.token_hex(16), root)
+    log = home / "server.log"
+    env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(home / "settings"),
+               JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"))
+    command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", f"--ServerApp.token={lab.token}",
+               "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={lab.url.rpartition(':')[2]}",
+               "--ServerApp.port_retries=0", f"--ServerApp.root_dir={root}"]
+    with log.open("w") as out:
+        server = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    try:
+        wait_for_status(server, lab, log)
+        yield lab
+    finally:
+        stop(server)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless system Chromium under Playwright; closed (with Playwright's driver) however the tests end."""
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                             args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def parameterized_copy(name: str, run: Path, into: Path) -> Path:
+    """``notebooks/<name>`` with papermill's injected-parameters cell for ``run``, as the pipeline would run it."""
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    parameters = {"config": "smoke", "run_name": run.name, "force": False,
+                  "overrides": {"run.results_dir": str(run.parent)}}
+    notebook = parameterize_notebook(load_notebook_node(str(NOTEBOOK_DIR / name)), parameters)
+    nbformat.write(notebook, into / name)
+    return into / name
+
+
+def run_all_cells(page, lab: Lab, notebook: Path):
+    """Open ``notebook`` in JupyterLab, check it is on the project's kernel, Run → Run All Cells, wait until the
+    kernel has finished, fail on a traceback or a cell that did not run; return the output areas (a Locator)."""
+    page.goto(lab.tree_url(notebook))
+    # The indicator reads idle before any kernel exists, and Run All then asks for one: wait for the kernel first.
+    playwright_api.expect(page.locator(".jp-NotebookPanel-toolbar .jp-KernelName")).to_have_text(
+        KERNEL_DISPLAY_NAME, timeout=STARTUP_TIMEOUT_S * 1000)
+    playwright_api.expect(page.locator(".jp-Notebook-ExecutionIndicator")).to_have_attribute(
+        "data-status", "idle", timeout=STARTUP_TIMEOUT_S * 1000)
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    # Run All marks every cell [*] at once; done when none is left so and the first has its number.
+    prompts = page.locator(PROMPTS)
+    try:
+        page.wait_for_function(r"""selector => {
+            const prompts = [...document.querySelectorAll(selector)].map(p => p.textContent.trim());
+            return prompts.length > 0 && /^\[\d+\]:$/.test(prompts[0]) && !prompts.some(p => p.includes('*'));
+        }""", arg=PROMPTS, timeout=RUN_ALL_TIMEOUT_S * 1000)
+    except playwright_api.TimeoutError:
+        pytest.fail(f"{notebook.name} still running after {RUN_ALL_TIMEOUT_S} s: {prompts.all_inner_texts()}")
+    tracebacks = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").filter(
+        has_text="Traceback")
+    if tracebacks.count():
+        pytest.fail(f"{notebook.name} raised in JupyterLab:\n{tracebacks.first.inner_text()[-3000:]}")
+    texts = prompts.all_inner_texts()
+    not_run = [i for i, prompt in enumerate(texts) if not re.fullmatch(r"\[\d+\]:", prompt.strip())]
+    assert not not_run, f"{notebook.name}: code cells {not_run} (0-based) did not run: {texts}"
+    return page.locator(".jp-OutputArea-output")
+
+
+@pytest.mark.parametrize("name, element", NOTEBOOK_CHECKS)
+def test_notebook_runs_in_jupyterlab_on_the_project_kernel(name, element, smoke_run, lab, browser):
+    _, run = smoke_run
+    notebook = parameterized_copy(name, run, lab.root)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        outputs = run_all_cells(page, lab, notebook)
+        assert outputs.locator(element).count() > 0, f"{name} rendered no <{element}> in its outputs"
+    finally:
+        page.close()
