@@ -7,10 +7,11 @@ runs on the project's named kernel, and its executed copy is kept under
 ``results/<run>/html/`` to read without Jupyter; a failure names the notebook and cell
 and makes ``cqa run`` (and so ``make``) exit non-zero.
 
-While a notebook runs, its cells' stderr — the progress lines of
-:mod:`cqa_utils.progress` (kernels run in :func:`cqa_utils.frontend.batch_environment`) and any warning — is
-echoed to the terminal, each line tagged with the stage; each stage's wall time is printed
-when it ends, and all of them with the total at the end.
+While a notebook runs, its cells' stderr is echoed to the terminal, each line tagged with
+the stage: the progress lines of :mod:`cqa_utils.progress` (the kernels run in
+:func:`cqa_utils.frontend.batch_environment`) and any warning. Only stderr: papermill's
+``log_output`` would also log every print and displayed value. Each stage's wall time is
+printed when it ends, and all of them with the total at the end.
 """
 from __future__ import annotations
 

@@ -104,7 +104,7 @@ class LineProgress:
             elapsed = time.monotonic() - self.started
             done = f"{self.n}/{self.total}" if self.total else str(self.n)
             self._write(f"{self.desc}: {done} {self.unit} in {format_duration(elapsed)} "
-                        f"({self._rate(elapsed):.3g} {self.unit}/s){self._tail()}")
+                        f"({self._speed(self._rate(elapsed))}){self._tail()}")
 
     def _step(self) -> int:
         return self.n * self.steps // self.total if self.total else 0
@@ -115,10 +115,14 @@ class LineProgress:
     def _status(self, now: float) -> str:
         rate = self._rate(now - self.started)
         parts = [f"{self.desc}: {self.n}/{self.total} {self.unit} ({100 * self.n / self.total:.0f} %)"
-                 if self.total else f"{self.desc}: {self.n} {self.unit}", f"{rate:.3g} {self.unit}/s"]
+                 if self.total else f"{self.desc}: {self.n} {self.unit}", self._speed(rate)]
         if self.total and rate > 0:
             parts.append(f"{format_duration((self.total - self.n) / rate)} left")
         return " · ".join(parts) + self._tail()
+
+    def _speed(self, rate: float) -> str:
+        """``"2.5 batch/s"``, or for slow work ``"115 s/step"`` (as tqdm does below one per second)."""
+        return f"{rate:.3g} {self.unit}/s" if rate >= 1 or rate == 0 else f"{1 / rate:.3g} s/{self.unit}"
 
     def _tail(self) -> str:
         return f" · {self.postfix}" if self.postfix else ""

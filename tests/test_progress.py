@@ -80,6 +80,19 @@ def test_a_terminal_gets_tqdms_bar(monkeypatch):
     assert isinstance(bar, tqdm)
 
 
+def test_slow_work_reads_as_seconds_per_unit(monkeypatch):
+    from cqa_utils import progress
+
+    ticks = iter(range(0, 10_000, 115))  # each clock reading is one 115-second step later
+    monkeypatch.setattr(progress, "time", type("Clock", (), {"monotonic": staticmethod(lambda: next(ticks))}))
+    out = io.StringIO()
+    for _ in LineProgress(range(4), desc="training", unit="step", file=out):
+        pass
+    lines = lines_of(out)
+    assert lines[0] == "training: 1/4 step (25 %) · 115 s/step · 5 min 45 s left"
+    assert lines[-1] == "training: 4/4 step in 9 min 35 s (144 s/step)"  # close() reads the clock once more
+
+
 @pytest.mark.parametrize("seconds, text", [(0.4, "0 s"), (42, "42 s"), (185, "3 min 05 s"), (3720, "1 h 02 min")])
 def test_durations_read_as_seconds_minutes_or_hours(seconds, text):
     assert format_duration(seconds) == text
