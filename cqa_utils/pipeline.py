@@ -11,7 +11,10 @@ While a notebook runs, its cells' stderr is echoed to the terminal, each line ta
 the stage: the progress lines of :mod:`cqa_utils.progress` (the kernels run in
 :func:`cqa_utils.frontend.batch_environment`) and any warning. Only stderr: papermill's
 ``log_output`` would also log every print and displayed value. Each stage's wall time is
-printed when it ends, and all of them with the total at the end.
+printed when it ends, and all of them with the total at the end. In the executed copy, each
+cell's stream outputs are merged into one per stream (nbclient's ``coalesce_streams``):
+otherwise every progress line is an output of its own, a few dozen in notebook 03's
+scoring cell.
 """
 from __future__ import annotations
 
@@ -111,7 +114,8 @@ def run_notebook(spec: StageSpec, parameters: dict, run_path: Path, kernel: str)
     try:
         with batch_environment():
             pm.execute_notebook(str(source), str(executed), parameters=parameters, kernel_name=kernel,
-                                cwd=str(NOTEBOOK_DIR), progress_bar=False, stderr_file=echo)
+                                cwd=str(NOTEBOOK_DIR), progress_bar=False, stderr_file=echo,
+                                coalesce_streams=True)
     except PapermillExecutionError as err:
         print(f"=== [{key}] failed after {format_duration(time.perf_counter() - started)}", flush=True)
         raise NotebookFailed(
