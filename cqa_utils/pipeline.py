@@ -4,18 +4,34 @@ The notebook list is the stage registry (:data:`cqa_utils.registry.STAGES`); a t
 if it and the grid notebooks (:data:`~cqa_utils.registry.GRID_NOTEBOOKS`, which run_pipeline leaves out) disagree
 with ``notebooks/``. Every notebook gets the same parameters (config, run_name, force, overrides),
 runs on the project's named kernel, and its executed copy is kept under
-``results/<run>/notebooks/`` even when it fails; a failure names the notebook and cell
+``results/<run>/notebooks/`` even when it fails, with an HTML page of it under
+``results/<run>/html/`` to read without Jupyter; a failure names the notebook and cell
 and makes ``cqa run`` (and so ``make``) exit non-zero.
+
+While a notebook runs, its cells' stderr is echoed to the terminal, each line tagged with
+the stage: the progress lines of :mod:`cqa_utils.progress` (the kernels run in
+:func:`cqa_utils.frontend.batch_environment`) and any warning. Only stderr: papermill's
+``log_output`` would also log every print and displayed value. Each stage's wall time is
+printed when it ends, and all of them with the total at the end. In the executed copy, each
+cell's stream outputs are merged into one per stream (nbclient's ``coalesce_streams``):
+otherwise every progress line is an output of its own, a few dozen in notebook 03's
+scoring cell.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .config import PROJECT_ROOT, load_config
+from .frontend import batch_environment
+from .progress import format_duration
 from .registry import GridNotebook, StageSpec, select
-from .runs import run_dir
+from .run_lock import PARENT_ENV, run_lock
+from .runs import run_dir, write_text
 
 KERNEL_NAME = "cqa-companion"
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
@@ -45,27 +61,90 @@ def ensure_kernel(kernel: str = KERNEL_NAME) -> None:
         ) from None
 
 
-def run_notebook(spec: StageSpec | GridNotebook, parameters: dict, out_dir: Path, kernel: str = KERNEL_NAME) -> StageResult:
-    """One notebook, a stage's or a grid's (notebook 06 takes grid parameters, not a run's)."""
+class StageEcho:
+    """A file-like sink for papermill's ``stderr_file``: the cells' stderr, echoed line by line.
+
+    Each line goes to ``out`` (default: stdout, so it interleaves with the stage headers in a
+    log) as ``  [03] <line>``; of a line redrawn with carriage returns only its last state is kept.
+    """
+
+    def __init__(self, key: str, out=None):
+        self.prefix, self.out, self.pending = f"  [{key}] ", out, ""
+
+    def write(self, text: str) -> None:
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            self._echo(line)
+
+    @property
+    def stream(self):
+        return self.out or sys.stdout  # looked up late: pytest's capture replaces sys.stdout
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def close(self) -> None:
+        """Echo what is left without a final newline."""
+        self._echo(self.pending)
+        self.pending = ""
+        self.flush()
+
+    def _echo(self, line: str) -> None:
+        line = line.rsplit("\r", 1)[-1].rstrip()
+        if line:
+            self.stream.write(self.prefix + line + "\n")
+
+
+def export_html(executed: Path, html_dir: Path) -> Path:
+    """``<html_dir>/<notebook>.html`` of an executed notebook (nbconvert's HTML page), written atomically."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
+    return write_text(Path(html_dir) / f"{executed.stem}.html", body)
+
+
+def run_notebook(spec: StageSpec | GridNotebook, parameters: dict, run_path: Path,
+                 kernel: str = KERNEL_NAME) -> StageResult:
+    """Execute one notebook into ``<run_path>/notebooks/``, echoing its stderr; export it to ``html/`` either way.
+
+    A stage's notebook runs in its run's folder; a grid notebook (06) in the grid's.
+    """
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
     key, name = spec.key, spec.notebook
     source = NOTEBOOK_DIR / name
-    executed = out_dir / name
+    executed = run_path / "notebooks" / name
     started = time.perf_counter()
     print(f"\n=== [{key}] {name} → {executed}", flush=True)
+    echo = StageEcho(key)
     try:
-        pm.execute_notebook(str(source), str(executed), parameters=parameters, kernel_name=kernel,
-                            cwd=str(NOTEBOOK_DIR), progress_bar=False, log_output=False)
+        with batch_environment():
+            pm.execute_notebook(str(source), str(executed), parameters=parameters, kernel_name=kernel,
+                                cwd=str(NOTEBOOK_DIR), progress_bar=False, stderr_file=echo,
+                                coalesce_streams=True)
     except PapermillExecutionError as err:
+        print(f"=== [{key}] failed after {format_duration(time.perf_counter() - started)}", flush=True)
         raise NotebookFailed(
             f"{name} failed in cell {err.cell_index} (execution count {err.exec_count}): "
             f"{err.ename}: {err.evalue}\nExecuted copy with the traceback: {executed}"
         ) from None
+    finally:
+        echo.close()
+        if executed.is_file():
+            export_html(executed, run_path / "html")
     seconds = time.perf_counter() - started
-    print(f"=== [{key}] done in {seconds:.0f} s", flush=True)
+    print(f"=== [{key}] done in {format_duration(seconds)}", flush=True)
     return StageResult(key, source, executed, seconds)
+
+
+def format_timings(results: list[StageResult]) -> str:
+    """The wall time of each stage and the total, one line each."""
+    width = max(len(r.notebook.name) for r in results)
+    lines = [f"  {r.key}  {r.notebook.name:<{width}}  {format_duration(r.seconds)}" for r in results]
+    total = format_duration(sum(r.seconds for r in results))
+    return "\n".join(["=== wall time per stage", *lines, f"  {'total':<{width + 4}}  {total}"])
 
 
 def run_pipeline(config: str = "default", run_name: str | None = None, only: str | None = None,
@@ -76,7 +155,24 @@ def run_pipeline(config: str = "default", run_name: str | None = None, only: str
         overrides["run.name"] = run_name
     cfg = load_config(config, overrides)  # fail fast on a bad config, before any notebook starts
     ensure_kernel(kernel)
-    out_dir = run_dir(cfg) / "notebooks"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    run_path = run_dir(cfg)
+    (run_path / "notebooks").mkdir(parents=True, exist_ok=True)
     parameters = {"config": str(config), "run_name": cfg.run.name, "force": force, "overrides": overrides}
-    return [run_notebook(spec, parameters, out_dir, kernel) for spec in select(only)]
+    with run_lock(run_path, "cqa run"), _kernels_write_under(os.getpid()):  # one writer for the whole run
+        results = [run_notebook(spec, parameters, run_path, kernel) for spec in select(only)]
+    print("\n" + format_timings(results), flush=True)
+    return results
+
+
+@contextlib.contextmanager
+def _kernels_write_under(pid: int):
+    """Tell the notebook kernels this process holds the run's lock (cqa_utils.run_lock)."""
+    before = os.environ.get(PARENT_ENV)
+    os.environ[PARENT_ENV] = str(pid)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(PARENT_ENV, None)
+        else:
+            os.environ[PARENT_ENV] = before

@@ -41,13 +41,23 @@ def styled_pyplot():
     return plt
 
 
+# No creation date and no library version in the files: the same figure gives the same
+# bytes, so regenerating figures/ leaves git clean when the data did not change.
+STABLE_METADATA = {"png": {"Software": None},
+                   "pdf": {"CreationDate": None, "Creator": None, "Producer": None}}
+
+
 def save_fig(fig, name: str, out_dir: Path | str) -> list[Path]:
-    """Write ``<name>.png`` (300 dpi) and ``<name>.pdf`` atomically; returns both paths."""
+    """Write ``<name>.png`` (300 dpi) and ``<name>.pdf`` atomically, byte-identical for identical figures.
+
+    Returns both paths.
+    """
     paths = []
     for ext in ("png", "pdf"):
         path = Path(out_dir) / f"{name}.{ext}"
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=ext, dpi=300, bbox_inches="tight", pad_inches=0.05)
+            fig.savefig(tmp, format=ext, dpi=300, bbox_inches="tight", pad_inches=0.05,
+                        metadata=STABLE_METADATA[ext])
         paths.append(path)
     return paths
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .progress import progress_bar
+
 
 @dataclass(frozen=True)
 class ScoreRequest:
@@ -113,7 +115,6 @@ def score_requests(model, tokenizer, requests: list[ScoreRequest], *, batch_size
     Raises ValueError naming the request if prefix + continuation exceed the model's context.
     """
     import torch
-    from tqdm.auto import tqdm
 
     start_id = start_token_id(tokenizer, start_token)
     encoded = [encode_request(tokenizer, r, start_id) for r in requests]
@@ -130,7 +131,7 @@ def score_requests(model, tokenizer, requests: list[ScoreRequest], *, batch_size
     model.eval()
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     with torch.inference_mode():
-        for batch in tqdm(batches, desc=desc, disable=not progress, leave=False):
+        for batch in progress_bar(batches, desc=desc, unit="batch", disable=not progress, leave=False):
             # Position t's output predicts token t+1. The whole sequence goes in (the last
             # token's output is unused) so a batch of one has exactly the shape of a plain call.
             seqs = [encoded[i][0] + encoded[i][1] for i in batch]

@@ -210,7 +210,7 @@ def robustness_notebook(grid: Grid) -> Path:
     from .pipeline import run_notebook
     from .registry import GRID_NOTEBOOKS
 
-    out = grid.manifest_path().parent / "notebooks"
-    out.mkdir(parents=True, exist_ok=True)
+    folder = grid.manifest_path().parent
+    (folder / "notebooks").mkdir(parents=True, exist_ok=True)
     parameters = {"grid": grid.name, "results_dir": str(PROJECT_ROOT / grid.base().run.results_dir)}
-    return run_notebook(GRID_NOTEBOOKS[0], parameters, out).executed
+    return run_notebook(GRID_NOTEBOOKS[0], parameters, folder).executed

@@ -14,6 +14,7 @@ import pandas as pd
 from .plots import epoch_check, require_columns, styled_pyplot
 
 TOKEN_CMAP = "RdBu"  # blue: more likely after fine-tuning; red: less likely
+CONDITION_LABELS = {"cond": "log P(x_t | y)", "uncond": "log P(x_t)"}  # the conditions tokens.parquet keeps
 
 
 def token_changes(tokens: pd.DataFrame, item_id: str, epoch: int, variant: str = "x",
@@ -73,19 +74,22 @@ def _wrap(texts: Sequence[str], width: int) -> list[tuple[int, int, str]]:
 
 
 def fig_token_surprise(tokens: pd.DataFrame, item_id: str | Sequence[str], epoch: int,
-                       variant: str = "x", width: int = 92):
+                       variant: str = "x", width: int = 92, condition: str = "cond"):
     """The text of x, each token coloured by its change in log P(x_t | y) after fine-tuning.
 
     item_id may be one id or several (e.g. pick_items' output): one panel each, one
     shared colour scale symmetric around 0 (blue: more likely after fine-tuning).
+    condition "uncond" shows the change in log P(x_t) instead (no constraint block).
     """
+    if condition not in CONDITION_LABELS:
+        raise ValueError(f"condition={condition!r}; tokens.parquet holds {sorted(CONDITION_LABELS)}")
     from matplotlib.colors import Normalize
 
     plt = styled_pyplot()
     ids = [item_id] if isinstance(item_id, str) else list(item_id)
     if not ids:
         raise ValueError("fig_token_surprise needs at least one item_id")
-    changes = [token_changes(tokens, i, epoch, variant, "cond") for i in ids]
+    changes = [token_changes(tokens, i, epoch, variant, condition) for i in ids]
     layouts = [_wrap(c["text"].tolist(), width) for c in changes]
     lines = [max((p[0] for p in lay), default=0) + 1 for lay in layouts]
     size = np.abs(np.concatenate([c["change"].to_numpy(float) for c in changes]))
@@ -110,7 +114,8 @@ def fig_token_surprise(tokens: pd.DataFrame, item_id: str | Sequence[str], epoch
     cax = fig.add_subplot(grid[-1])
     fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), cax=cax, orientation="horizontal",
                  extend="both" if size.max() > limit else "neither",
-                 label="log P(x_t | y): epoch − base (nats)")
-    fig.suptitle(f"Per-token change in log P(x_t | y) after fine-tuning (epoch {epoch} − base)", fontsize=10)
+                 label=f"{CONDITION_LABELS[condition]}: epoch − base (nats)")
+    fig.suptitle(f"Per-token change in {CONDITION_LABELS[condition]} after fine-tuning (epoch {epoch} − base)",
+                 fontsize=10)
     fig.tight_layout()
     return fig

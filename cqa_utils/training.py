@@ -3,7 +3,8 @@
 The Trainer does the loop (measured faster than TRL's SFTTrainer here); this module only
 builds its inputs: the rendered annotations with the prompt masked out of the loss, the
 LoRA config, the training arguments, a loss that computes logits only at target
-positions, and the callbacks (per-epoch adapter export, per-step tokens/s, NaN guard).
+positions, and the callbacks (per-epoch adapter export, per-step tokens/s, NaN guard,
+progress lines in batch runs).
 Used by :mod:`cqa_utils.stages.finetune` (notebook 02, ``cqa train``) and the benchmarks.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from .config import Config
 from .data import Annotation, load_annotations
 from .arms import training_texts
+from .progress import LineProgress, line_mode
 from .runs import atomic_dir, write_csv, write_json
 from .scoring import start_token_id
 
@@ -191,6 +193,51 @@ def study_callbacks(stage_path: Path):
                 write_json(tmp / "epoch.json", {"epoch": epoch, "step": state.global_step, "loss": last_loss})
 
     return [StudyCallback()]
+
+
+def line_progress_callback():
+    """A callback reporting training as :class:`~cqa_utils.progress.LineProgress` lines.
+
+    One line per ~10 % of the optimizer steps: step, epoch, last logged loss, steps/s and
+    time left (``training: 40/125 step (32 %) · 0.41 step/s · 3 min 27 s left · epoch 2/5 ·
+    loss 1.874``), then the total time. Only the main process reports.
+    """
+    from transformers import TrainerCallback
+
+    class TrainingLines(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.loss = None
+            self.bar = LineProgress(total=state.max_steps, initial=state.global_step, desc="training",
+                                    unit="step", disable=not state.is_world_process_zero)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            self.loss = (logs or {}).get("loss", self.loss)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            loss = f" · loss {self.loss:.3f}" if self.loss is not None else ""
+            self.bar.set_postfix_str(f"epoch {math.ceil(state.epoch)}/{state.num_train_epochs}{loss}")
+            self.bar.update(state.global_step - self.bar.n)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.bar.close()
+
+    return TrainingLines()
+
+
+def report_progress(trainer) -> None:
+    """Keep the Trainer's own bar in Jupyter and terminals; in line mode, swap it for lines.
+
+    The bar (tqdm, or transformers' HTML table in a notebook) redraws at every step, which a
+    batch run's log would keep as one line each (see :mod:`cqa_utils.progress`).
+    """
+    if not line_mode():
+        return
+    from transformers.trainer_callback import ProgressCallback
+    from transformers.utils.notebook import NotebookProgressCallback
+
+    for bar in (ProgressCallback, NotebookProgressCallback):
+        trainer.remove_callback(bar)
+    trainer.add_callback(line_progress_callback())
 
 
 def latest_checkpoint(checkpoints: Path) -> str | None:

@@ -33,12 +33,19 @@ def base_only_config(tmp_path: Path, benchmark: Path, overrides: dict | None = N
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
-    """(stage results, run directory) of the smoke config run end to end through papermill, once per session:
-    the pipeline test checks it and the browser test reads it, so the minutes of training are paid once."""
+    """(stage results, run directory, what it printed) of the smoke config run end to end through
+    papermill, once per session: the pipeline test checks it and the browser test reads it, so the
+    minutes of training are paid once."""
+    import contextlib
+    import io
+
     from cqa_utils.pipeline import run_pipeline
 
     results_dir = tmp_path_factory.mktemp("results")
-    return run_pipeline("smoke", overrides={"run.results_dir": str(results_dir)}), results_dir / "smoke"
+    terminal = io.StringIO()
+    with contextlib.redirect_stdout(terminal):
+        results = run_pipeline("smoke", overrides={"run.results_dir": str(results_dir)})
+    return results, results_dir / "smoke", terminal.getvalue()
 
 
 def write_jsonl(path: Path, rows) -> Path:

@@ -184,7 +184,7 @@ def run_all_cells(page, lab: Lab, notebook: Path):
 
 @pytest.mark.parametrize("name, element", NOTEBOOK_CHECKS)
 def test_notebook_runs_in_jupyterlab_on_the_project_kernel(name, element, smoke_run, lab, browser):
-    _, run = smoke_run
+    _, run, _ = smoke_run
     notebook = parameterized_copy(name, run, lab.root)
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     try:

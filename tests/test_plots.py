@@ -145,6 +145,20 @@ def test_save_fig_writes_png_and_pdf_and_no_temp_files(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["loss.pdf", "loss.png"]
 
 
+def test_saving_the_same_figure_at_another_time_gives_identical_bytes(tmp_path, monkeypatch):
+    from cqa_utils import plots
+
+    saved = []
+    for run, epoch_seconds in enumerate(("1000000000", "1700000000")):  # 2001 vs 2023: dates that would differ
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", epoch_seconds)
+        saved.append(plots.save_fig(plots.fig_training_loss(make_log()), "loss", tmp_path / str(run)))
+    for first, second in zip(*saved):
+        assert first.read_bytes() == second.read_bytes(), f"{first.name} differs between two saves"
+    pdf, png = saved[0][1].read_bytes(), saved[0][0].read_bytes()
+    assert b"CreationDate" not in pdf and b"Matplotlib" not in pdf
+    assert b"Software" not in png
+
+
 def test_token_changes_are_tuned_minus_base_per_position():
     from cqa_utils.token_plots import token_changes
 

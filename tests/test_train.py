@@ -13,7 +13,9 @@ from conftest import PROJECT_ROOT, annotation, write_jsonl
 from safetensors.torch import load_file
 
 from cqa_utils.config import load_config
-from cqa_utils.training import IGNORE_INDEX, study_callbacks, target_only_trainer, target_positions, tokenize_examples
+from cqa_utils.frontend import BATCH_VAR
+from cqa_utils.training import (IGNORE_INDEX, line_progress_callback, report_progress, study_callbacks,
+                                target_only_trainer, target_positions, tokenize_examples)
 
 # bitwise on the same CPU; the bound leaves room for thread-count differences between runs
 RESUME_TOLERANCE = 1e-6
@@ -80,6 +82,39 @@ def test_non_finite_loss_stops_training_with_a_clear_message(tmp_path):
     guard.on_train_begin(None, State(), None)
     with pytest.raises(FloatingPointError, match=r"loss became nan at step 7 .* last good adapter"):
         guard.on_log(None, State(), None, logs={"loss": math.nan})
+
+
+def test_training_progress_is_a_few_lines_with_epoch_step_loss_and_time_left(capsys):
+    from transformers import TrainerState
+
+    state = TrainerState(max_steps=20, num_train_epochs=2)
+    lines = line_progress_callback()
+    lines.on_train_begin(None, state, None)
+    for step in range(1, 21):
+        state.global_step, state.epoch = step, step / 10
+        lines.bar.min_gap = 0  # every tenth gets its line; the default waits 5 s between lines
+        lines.on_step_end(None, state, None)
+        lines.on_log(None, state, None, logs={"loss": 3.0 - step / 10})
+    lines.on_train_end(None, state, None)
+    out = capsys.readouterr().err.splitlines()
+    assert len(out) == 10
+    assert out[0].startswith("training: 2/20 step (10 %) · ") and "left · epoch 1/2 · loss 2.900" in out[0]
+    assert out[-1].startswith("training: 20/20 step in ") and out[-1].endswith("epoch 2/2 · loss 1.100")
+
+
+@pytest.mark.parametrize("batch", [True, False])
+def test_batch_runs_swap_the_trainers_bar_for_lines(embedded, tmp_path, monkeypatch, batch):
+    from transformers import TrainingArguments
+
+    monkeypatch.setenv(BATCH_VAR, "1" if batch else "0")
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)  # as in a terminal
+    model, _ = embedded
+    trainer = target_only_trainer()(model=model, args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True,
+                                                                        report_to="none"))
+    report_progress(trainer)
+    names = trainer.callback_handler.callback_list.splitlines()
+    assert ("TrainingLines" in names) is batch
+    assert any(name.endswith("ProgressCallback") for name in names) is not batch
 
 
 def train_command(overrides: dict) -> list[str]:

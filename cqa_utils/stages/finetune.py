@@ -14,9 +14,9 @@ from pathlib import Path
 from ..config import Config
 from ..run_lock import locked
 from ..runs import open_stage, saved_config, stage_dir, write_csv, write_json
-from ..training import (IGNORE_INDEX, latest_checkpoint, lengths_frame, log_frame, lora_config, study_callbacks,
-                        target_only_trainer, tokenize_examples, training_annotations, training_arguments,
-                        world_size)
+from ..training import (IGNORE_INDEX, latest_checkpoint, lengths_frame, log_frame, lora_config, report_progress,
+                        study_callbacks, target_only_trainer, tokenize_examples, training_annotations,
+                        training_arguments, world_size)
 
 TRAINING_SECTIONS = ("model", "data", "prompt", "train")  # what an interrupted run must share to be resumed
 
@@ -108,6 +108,7 @@ def run_finetune(cfg: Config, force: bool = False) -> dict[str, Path]:
     collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
     trainer = target_only_trainer()(model=model, args=args, train_dataset=dataset, data_collator=collator,
                                     callbacks=callbacks)
+    report_progress(trainer)
     resume = latest_checkpoint(stage.file("checkpoints"))
     if resume:
         print(f"resuming from {resume}")
