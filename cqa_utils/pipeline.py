@@ -116,6 +116,7 @@ def run_notebook(spec: StageSpec | GridNotebook, parameters: dict, run_path: Pat
     key, name = spec.key, spec.notebook
     source = NOTEBOOK_DIR / name
     executed = run_path / "notebooks" / name
+    executed.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     print(f"\n=== [{key}] {name} → {executed}", flush=True)
     echo = StageEcho(key)
@@ -156,7 +157,6 @@ def run_pipeline(config: str = "default", run_name: str | None = None, only: str
     cfg = load_config(config, overrides)  # fail fast on a bad config, before any notebook starts
     ensure_kernel(kernel)
     run_path = run_dir(cfg)
-    (run_path / "notebooks").mkdir(parents=True, exist_ok=True)
     parameters = {"config": str(config), "run_name": cfg.run.name, "force": force, "overrides": overrides}
     with run_lock(run_path, "cqa run"), _kernels_write_under(os.getpid()):  # one writer for the whole run
         results = [run_notebook(spec, parameters, run_path, kernel) for spec in select(only)]

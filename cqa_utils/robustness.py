@@ -262,9 +262,9 @@ def verdict(tests: pd.DataFrame, seeds: dict[str, int], arm: str = ARM, control:
     lit, fac = rows.get("literary"), rows.get("factual")
     if lit is None or fac is None:
         return "An appreciation-specific effect: not shown — the specific ΔI was not scored for both groups."
-    numbers = (f"literary specific Δ(ΔI), {arm} − {control} over {n_arm} + {n_control} seeds: HL {lit['hl']:+.2f} "
-               f"nats [{lit['hl_ci_low']:+.2f}, {lit['hl_ci_high']:+.2f}], one-sided Wilcoxon p = {lit['p_one_sided']:.3g}, "
-               f"n = {lit['n_items']} items; factual HL {fac['hl']:+.2f}")
+    numbers = (f"literary specific Δ(ΔI), {arm} − {control} over {n_arm} + {n_control} seeds: HL {_num(lit['hl'])} "
+               f"nats [{_num(lit['hl_ci_low'])}, {_num(lit['hl_ci_high'])}], one-sided Wilcoxon p = "
+               f"{_num(lit['p_one_sided'], '.3g')}, n = {lit['n_items']} items; factual HL {_num(fac['hl'])}")
     reasons = []
     if not lit["p_one_sided"] < 0.05:
         reasons.append("the literary contrast is not significant (p ≥ 0.05)")
@@ -289,7 +289,8 @@ def robustness_report(grid: str, manifest: Path, deltas: pd.DataFrame, tests: pd
 
 
 def _num(value, spec: str = "+.2f") -> str:
-    return "–" if value is None else format(value, spec)
+    """A number for prose and tables; None or NaN (a test too small to run) as "–"."""
+    return "–" if value is None or value != value else format(value, spec)
 
 
 def robustness_markdown(report: dict) -> str:

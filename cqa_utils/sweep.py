@@ -210,7 +210,5 @@ def robustness_notebook(grid: Grid) -> Path:
     from .pipeline import run_notebook
     from .registry import GRID_NOTEBOOKS
 
-    folder = grid.manifest_path().parent
-    (folder / "notebooks").mkdir(parents=True, exist_ok=True)
     parameters = {"grid": grid.name, "results_dir": str(PROJECT_ROOT / grid.base().run.results_dir)}
-    return run_notebook(GRID_NOTEBOOKS[0], parameters, folder).executed
+    return run_notebook(GRID_NOTEBOOKS[0], parameters, grid.manifest_path().parent).executed
