@@ -170,7 +170,6 @@ def test_notebook_06_runs_headless_on_a_synthetic_grid(tmp_path):
 
     results = write_grid(tmp_path)
     executed = tmp_path / "executed"
-    executed.mkdir()
     run_notebook(GRID_NOTEBOOKS[0], {"grid": "g", "results_dir": str(results), "reference_dir": str(tmp_path / "ref"),
                                      "n_boot": 200}, executed)
     default = results / "sweeps" / "g" / "06_robustness"  # out_dir empty: beside the manifest
@@ -178,4 +177,4 @@ def test_notebook_06_runs_headless_on_a_synthetic_grid(tmp_path):
     assert report["verdict"].startswith("An appreciation-specific effect: shown")
     assert {p.name for p in default.glob("fig_*")} == {f"fig_{n}.{e}" for n in ("arm_deltas", "arm_contrast", "seed_spread")
                                                         for e in ("png", "pdf")}
-    assert (executed / "06_robustness.ipynb").is_file()
+    assert (executed / "notebooks" / "06_robustness.ipynb").is_file() and (executed / "html" / "06_robustness.html").is_file()
