@@ -49,6 +49,9 @@ def inside(base: Path, relative: str | Path) -> Path:
 
 # --- atomic writes ---------------------------------------------------------------------
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: os.umask can only be read by setting it
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temp path beside ``path``; rename it into place only if the block succeeds."""
@@ -57,6 +60,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are as readable as any file written here
     try:
         yield tmp_path
         os.replace(tmp_path, path)

@@ -18,6 +18,17 @@ def embedded():
     return load_model(ModelConfig(device="cpu"))
 
 
+@pytest.fixture
+def agg_backend(monkeypatch):
+    """Headless matplotlib for figure tests; every figure closed afterwards."""
+    import matplotlib.pyplot as plt
+
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    plt.switch_backend("Agg")
+    yield
+    plt.close("all")
+
+
 def base_only_config(tmp_path: Path, benchmark: Path, overrides: dict | None = None):
     """(cfg, overrides) of a smoke run on ``benchmark`` whose stage 02 is 'done' with no epochs,
     so stage 03 scores the base model only."""

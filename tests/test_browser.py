@@ -192,3 +192,25 @@ def test_notebook_runs_in_jupyterlab_on_the_project_kernel(name, element, smoke_
         assert outputs.locator(element).count() > 0, f"{name} rendered no <{element}> in its outputs"
     finally:
         page.close()
+
+
+def test_notebook_03s_explorer_is_a_live_widget_in_jupyterlab(smoke_run, lab, browser):
+    """The explorer renders as ipywidgets (not the batch run's static figure) and redraws on a new choice."""
+    _, run, _ = smoke_run
+    notebook = parameterized_copy("03_logprob_extraction.ipynb", run, lab.root)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        run_all_cells(page, lab, notebook)
+        item = page.locator(".widget-dropdown select").first
+        playwright_api.expect(item).to_be_visible(timeout=60_000)
+        view = page.locator(".widget-output").last
+        playwright_api.expect(view).to_contain_text("ΔI = log P(x|y) − log P(x)", timeout=60_000)
+        before = view.inner_text()
+        options = item.locator("option").all_inner_texts()
+        assert len(options) > 1, f"the item dropdown offers {options}"
+        chosen = next(o for o in options if o.split(" ")[0] not in before)
+        item.select_option(label=chosen)
+        playwright_api.expect(view).to_contain_text(chosen.split(" ")[0], timeout=60_000)
+        assert view.locator("img").count() > 0, "the explorer drew no figure"
+    finally:
+        page.close()

@@ -7,14 +7,7 @@ from test_plots import make_scores, make_tokens
 from cqa_utils import explorer
 
 
-@pytest.fixture(autouse=True)
-def agg_backend(monkeypatch):
-    import matplotlib.pyplot as plt
-
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    plt.switch_backend("Agg")
-    yield
-    plt.close("all")
+pytestmark = pytest.mark.usefixtures("agg_backend")  # conftest: headless matplotlib, figures closed
 
 
 @pytest.fixture

@@ -16,14 +16,7 @@ WORDS = ["The", " ferry", " nosed", " out", " into", " the", " brown", " water",
          " while", " gulls", " kept", " pace", " beside", " the", " rail", "."]
 
 
-@pytest.fixture(autouse=True)
-def agg_backend(monkeypatch):
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    import matplotlib.pyplot as plt
-
-    plt.switch_backend("Agg")
-    yield
-    plt.close("all")
+pytestmark = pytest.mark.usefixtures("agg_backend")  # conftest: headless matplotlib, figures closed
 
 
 def make_scores(n: int = 3, epochs=EPOCHS, seed: int = 0) -> pd.DataFrame:
