@@ -208,9 +208,9 @@ def test_notebook_03s_explorer_is_a_live_widget_in_jupyterlab(smoke_run, lab, br
         before = view.inner_text()
         options = item.locator("option").all_inner_texts()
         assert len(options) > 1, f"the item dropdown offers {options}"
-        chosen = next(o for o in options if o.split(" ")[0] not in before)
+        chosen = next(o for o in options if o.split()[0] not in before)  # split(): labels may hold a no-break space
         item.select_option(label=chosen)
-        playwright_api.expect(view).to_contain_text(chosen.split(" ")[0], timeout=60_000)
+        playwright_api.expect(view).to_contain_text(chosen.split()[0], timeout=60_000)
         assert view.locator("img").count() > 0, "the explorer drew no figure"
     finally:
         page.close()
