@@ -93,15 +93,18 @@ def verify_model(path: Path) -> dict:
     return {"parameters": n_params, "sanity": sanity_check(model, tokenizer)}
 
 
+MODEL_FILES = ("*.safetensors", "config.json", "tokenizer*", "special_tokens_map.json")
+
+
 @functools.lru_cache(maxsize=8)
 def weights_sha256(name: str) -> str:
-    """sha256 over a model's safetensors files (sorted by name): what "the same model" means
-    for published runs and the base-score cache. A hub id not on disk is returned as
-    ``hub:<id>`` (its weights are not known here)."""
+    """sha256 over a model's weights, config and tokenizer files (sorted by name): what "the
+    same model" means for published runs and the base-score cache. A hub id not on disk is
+    returned as ``hub:<id>`` (its files are not known here)."""
     import hashlib
     path = Path(resolve_model_path(name))
-    files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
-    if not files:
+    files = sorted({f for pattern in MODEL_FILES for f in path.glob(pattern)}) if path.is_dir() else []
+    if not any(f.suffix == ".safetensors" for f in files):
         return f"hub:{name}"
     digest = hashlib.sha256()
     for file in files:

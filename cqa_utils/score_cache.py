@@ -3,8 +3,10 @@
 Used by stage 03 (:func:`cqa_utils.stages.logprobs.score_items`) for the epoch-0 checkpoint:
 every run of a grid on one model and benchmark scores the same (prefix, continuation)
 pairs on the same base model, so only the first run pays for them. The key is the sha256
-of the model's weights hash, the scoring precision, the start token, the template name,
-the prefix and the continuation, so a change to any of them is a miss, never a stale hit.
+of the model's files (weights, config, tokenizer: ``models.weights_sha256``), the scoring
+precision, the start token, the template name, the prefix, the continuation and
+:data:`SCHEMA` (bumped when the scoring code changes what a pair scores to), so a change to
+any of them is a miss, never a stale hit.
 Entries live in one SQLite file per weights hash under ``<model cache>/scores/``
 (the standard library's sqlite3: atomic commits, safe across processes). A cached score
 equals a fresh one within the fp32 noise floor of differently shaped batches (~1e-4 nats;
@@ -21,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from .scoring import ScoreRequest, TokenScores
+
+SCHEMA = 1  # bump when scoring changes what a (prefix, continuation) pair scores to: old entries then miss
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,7 @@ class ScoreCache:
         return sqlite3.connect(self.path, timeout=60)
 
     def key(self, request: ScoreRequest) -> str:
-        raw = json.dumps([self.weights_sha256, *self.setting, request.prefix, request.continuation])
+        raw = json.dumps([SCHEMA, self.weights_sha256, *self.setting, request.prefix, request.continuation])
         return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
     def get(self, requests: list[ScoreRequest]) -> dict[str, TokenScores]:

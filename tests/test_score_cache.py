@@ -46,3 +46,28 @@ def test_a_changed_prefix_or_continuation_misses(tmp_path):
     calls = []
     _, hits = score_with_cache(cache, fake_scorer(calls), edited)
     assert hits == 0 and calls == [["k0", "k1"]]
+
+
+def test_a_scoring_change_that_bumps_the_schema_invalidates_every_entry(tmp_path, monkeypatch):
+    from cqa_utils import score_cache
+
+    cache = ScoreCache.for_model(tmp_path, "a" * 64, "float32", None, "plain")
+    score_with_cache(cache, fake_scorer([]), REQUESTS)
+    monkeypatch.setattr(score_cache, "SCHEMA", score_cache.SCHEMA + 1)
+    calls = []
+    _, hits = score_with_cache(cache, fake_scorer(calls), REQUESTS)
+    assert hits == 0 and len(calls) == 1
+
+
+def test_the_model_hash_covers_weights_config_and_tokenizer(tmp_path, monkeypatch):
+    from cqa_utils import models
+
+    for name in ("model.safetensors", "config.json", "tokenizer.json"):
+        (tmp_path / name).write_text(name)
+    monkeypatch.setattr(models, "resolve_model_path", lambda name: str(tmp_path))
+    models.weights_sha256.cache_clear()
+    before = models.weights_sha256("m")
+    (tmp_path / "tokenizer.json").write_text("another tokenizer")
+    models.weights_sha256.cache_clear()
+    assert models.weights_sha256("m") != before and len(before) == 64
+    models.weights_sha256.cache_clear()
