@@ -8,6 +8,7 @@ import pytest
 from cqa_utils import audit as A
 from cqa_utils import audit_labels as L
 from cqa_utils import audit_sources as S
+from cqa_utils.audit_registry import ROLES, SOURCES
 from cqa_utils.sharegpt import INSTALL, PACKAGE
 
 SHARED = S.default_local_root()
@@ -37,7 +38,7 @@ def frames():
     """Every source as the audit reads it by default: the shipped copy (+ ShareGPT's package)."""
     if __import__("importlib").util.find_spec(PACKAGE) is None:
         pytest.skip(f"ShareGPT not installed: {INSTALL}")
-    return {n: S.load_source(n) for n in S.SOURCES}
+    return {n: S.load_source(n) for n in SOURCES}
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +68,11 @@ def test_joined_responses_are_present_where_provenance_says():
 
 
 def test_registry_covers_every_dataset_of_the_brief_and_tags_its_role():
-    assert set(S.SOURCES) == set(PROVENANCE_COUNTS) | {"sharegpt"}
-    assert {e["role"] for e in S.SOURCES.values()} == set(S.ROLES)
-    training = {n for n, e in S.SOURCES.items() if e["role"] == "training"}
+    assert set(SOURCES) == set(PROVENANCE_COUNTS) | {"sharegpt"}
+    assert {e["role"] for e in SOURCES.values()} == set(ROLES)
+    training = {n for n, e in SOURCES.items() if e["role"] == "training"}
     assert training == {"lima", "self_instruct_seed_tasks", "oasst_prompt_lottery_en", "sharegpt"}
-    assert all(isinstance(e["noncommercial"], bool) and e["licence"] for e in S.SOURCES.values())
+    assert all(isinstance(e["noncommercial"], bool) and e["licence"] for e in SOURCES.values())
 
 
 def test_the_shipped_copy_is_self_describing_and_never_holds_sharegpt():
@@ -81,7 +82,7 @@ def test_the_shipped_copy_is_self_describing_and_never_holds_sharegpt():
     for name, info in manifest.items():
         assert info["n_records"] == PROVENANCE_COUNTS[name]
         assert (S.SHIPPED_ROOT / "provenance" / f"{name}.md").is_file()
-        assert info["noncommercial"] == S.SOURCES[name]["noncommercial"]
+        assert info["noncommercial"] == SOURCES[name]["noncommercial"]
         df = S.load_source(name)                             # the default source: shipped
         assert df.attrs["n_records"] == PROVENANCE_COUNTS[name] and len(df) == info["shipped_records"]
         assert len(S.creative_slice(df)) == info["creative_records"]
@@ -252,7 +253,7 @@ def test_every_label_resolves_to_a_real_record_and_both_labellers_labelled_all(l
     assert set(raw.labeller) == {"A", "B", L.FINAL}
     assert raw.groupby("labeller").size().nunique() == 1          # every labeller saw every item
     sample = L.load_sample()
-    assert set(sample.dataset) == set(S.SOURCES)
+    assert set(sample.dataset) == set(SOURCES)
     per_dataset = sample[sample.slice_rule != ""].groupby("dataset").size()
     assert (per_dataset >= 7).all(), per_dataset
     assert len(labels) == len(sample) and labels.instruction.notna().all()

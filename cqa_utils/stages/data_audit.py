@@ -23,7 +23,8 @@ from ..audit import (LABELS, TAUGHT, agreement, capped, classify_annotations, cl
                      classify_rules, cross_val_predict_learned, load_taxonomy, type_shares)
 from ..audit_labels import attach_text, final_labels, labeller_agreement, load_labels, load_sample
 from ..audit_shares import corrected_shares, direction_sentence, type_differences
-from ..audit_sources import ROLES, SOURCES, creative_slice, load_source, slice_sizes
+from ..audit_registry import ROLES, SOURCES
+from ..audit_sources import creative_slice, load_source, slice_sizes
 from ..config import Config
 from ..data import load_annotations
 from ..run_lock import locked
