@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from .audit import LABELS
+from .audit_registry import ROLES
 
 
 def rogan_gladen(raw, sensitivity, specificity):
@@ -144,15 +145,14 @@ def direction_sentence(shares, differences, role: str = "training") -> str:
             f"{verdict('craft - audience')}; {verdict('craft - reality')}.")
 
 
-def share_table(shares, bar: str = "taught", value: str = "share"):
+def share_table(shares, bar: str = "taught"):
     """Groups × types as "28% [11, 40]" strings: training datasets, evaluation datasets, role means."""
     part = shares[shares.bar == bar] if "bar" in shares else shares
     cells = part.assign(cell=[f"{100 * s:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}]"
-                              for s, lo, hi in zip(part[value], part.ci_low, part.ci_high)])
+                              for s, lo, hi in zip(part.share, part.ci_low, part.ci_high)])
     table = cells.pivot(index="group", columns="label", values="cell")[list(LABELS)]
-    roles = part.drop_duplicates("group").set_index("group").role
-    order = [g for role in ("training", "evaluation") for g in list(dict.fromkeys(part.group))
-             if roles[g] == role and not g.startswith("mean:")] + [f"mean:{r}" for r in ("training", "evaluation")]
+    groups = part.drop_duplicates("group").set_index("group")
+    order = [g for role in ROLES for g in groups.index if groups.role[g] == role and not g.startswith("mean:")]
+    order += [f"mean:{role}" for role in ROLES]
     table = table.reindex([g for g in order if g in table.index])
-    return table.assign(n=part.drop_duplicates("group").set_index("group").n.reindex(table.index),
-                        role=roles.reindex(table.index))
+    return table.assign(n=groups.n.reindex(table.index), role=groups.role.reindex(table.index))
