@@ -53,31 +53,42 @@ class ScoreCache:
         return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
     def get(self, requests: list[ScoreRequest]) -> dict[str, TokenScores]:
-        """Cached scores by request key (``request.key``); misses are simply absent."""
-        keys = {self.key(r): r.key for r in requests}
+        """Cached scores by request key (``request.key``); misses are simply absent.
+
+        Requests with the same text share one entry (two items may hold the same passage).
+        """
+        keys: dict[str, list[str]] = {}
+        for r in requests:
+            keys.setdefault(self.key(r), []).append(r.key)
         found = {}
         with self._connect() as db:
             for key, ids, logprobs in db.execute(
                     f"SELECT key, token_ids, logprobs FROM scores WHERE key IN ({','.join('?' * len(keys))})",
                     list(keys)):
-                found[keys[key]] = TokenScores(keys[key], np.frombuffer(ids, dtype=np.int64).copy(),
-                                               np.frombuffer(logprobs, dtype=np.float64).copy())
+                for request_key in keys[key]:
+                    found[request_key] = TokenScores(request_key, np.frombuffer(ids, dtype=np.int64).copy(),
+                                                     np.frombuffer(logprobs, dtype=np.float64).copy())
         return found
 
     def put(self, requests: list[ScoreRequest], results: list[TokenScores]) -> None:
+        """Store new entries; an existing one is kept, so every later hit returns the same numbers."""
         with self._connect() as db:
-            db.executemany("INSERT OR REPLACE INTO scores VALUES (?, ?, ?)", [
+            db.executemany("INSERT OR IGNORE INTO scores VALUES (?, ?, ?)", [
                 (self.key(r), s.token_ids.astype(np.int64).tobytes(), s.logprobs.astype(np.float64).tobytes())
                 for r, s in zip(requests, results)])
 
 
 def score_with_cache(cache: ScoreCache | None, score, requests: list[ScoreRequest]) -> tuple[list[TokenScores], int]:
-    """``score(requests)`` for the misses only; (results in input order, number of hits)."""
+    """``score(requests)`` for the misses only; (results in input order, number of hits).
+
+    A miss is stored, then every request is answered from the store, so requests of equal
+    text get equal numbers within a run and across runs alike.
+    """
     if cache is None:
         return score(requests), 0
     hits = cache.get(requests)
     missing = [r for r in requests if r.key not in hits]
-    fresh = score(missing) if missing else []
-    cache.put(missing, fresh)
-    by_key = hits | {s.key: s for s in fresh}
-    return [by_key[r.key] for r in requests], len(hits)
+    if missing:
+        cache.put(missing, score(missing))
+    stored = cache.get(requests)
+    return [stored[r.key] for r in requests], len(hits)

@@ -71,3 +71,17 @@ def test_the_model_hash_covers_weights_config_and_tokenizer(tmp_path, monkeypatc
     models.weights_sha256.cache_clear()
     assert models.weights_sha256("m") != before and len(before) == 64
     models.weights_sha256.cache_clear()
+
+
+def test_requests_of_equal_text_get_equal_numbers_within_and_across_runs(tmp_path):
+    """Two items may hold the same passage: one entry serves both, and a stored entry is never replaced."""
+    cache = ScoreCache.for_model(tmp_path, "a" * 64, "float32", None, "plain")
+    twins = [ScoreRequest("lit-1", "p", "same text"), ScoreRequest("lit-2", "p", "same text")]
+    noisy = iter([-1.0, -1.0001, -1.0002, -1.0003])  # a scorer whose numbers depend on the batch
+
+    def score(requests):
+        return [TokenScores(r.key, np.arange(1), np.array([next(noisy)])) for r in requests]
+    first, _ = score_with_cache(cache, score, twins)
+    again, hits = score_with_cache(cache, score, twins[::-1])
+    assert hits == 2
+    assert {float(s.logprobs[0]) for s in first + again} == {-1.0}
