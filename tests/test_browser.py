@@ -211,6 +211,7 @@ def test_notebook_03s_explorer_is_a_live_widget_in_jupyterlab(smoke_run, lab, br
         chosen = next(o for o in options if o.split()[0] not in before)  # split(): labels may hold a no-break space
         item.select_option(label=chosen)
         playwright_api.expect(view).to_contain_text(chosen.split()[0], timeout=60_000)
-        assert view.locator("img").count() > 0, "the explorer drew no figure"
+        # the sentence is printed before the figure is displayed: wait for the figure too
+        playwright_api.expect(view.locator("img").first).to_be_visible(timeout=60_000)
     finally:
         page.close()
