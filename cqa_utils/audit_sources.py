@@ -26,6 +26,7 @@ from pathlib import Path
 from .audit_registry import SOURCES
 from .config import PROJECT_ROOT, AuditConfig
 from .data import read_jsonl
+from .runs import file_sha256
 
 SHIPPED_ROOT = PROJECT_ROOT / "data" / "audit" / "records"
 
@@ -154,7 +155,7 @@ def load_source(name: str, source: str = "shipped", local_root: Path | None = No
     df = _frame(name, entry, records, str(path))
     files = [path] + ([root / join["file"]] if join else [])
     df.attrs.update(n_records=len(df),
-                    read={"source": "local", "files": {str(f.relative_to(root)): _sha256(f) for f in files}})
+                    read={"source": "local", "files": {str(f.relative_to(root)): file_sha256(f) for f in files}})
     return df
 
 
@@ -260,11 +261,6 @@ def pack_records(keep: dict[str, set[str]], local_root: Path | None = None,
                   "hand-labelled records. Built by cqa_utils.audit_sources.pack_records.",
          "datasets": datasets}, indent=1, ensure_ascii=False) + "\n")
     return out
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def default_local_root() -> Path:

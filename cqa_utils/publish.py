@@ -10,21 +10,16 @@ also gets ``reference/sweeps/<grid>.json``.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
 from .config import PROJECT_ROOT, Config
 from .registry import STAGES
-from .runs import atomic_dir, git_commit, is_done, run_dir, write_json
+from .runs import atomic_dir, file_sha256, git_commit, is_done, run_dir, write_json
 
 SKIP_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt")
 REFERENCE_DIR = PROJECT_ROOT / "reference"
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def compact_files(run: Path, max_file_mb: float) -> tuple[list[Path], list[str]]:
@@ -63,7 +58,7 @@ def publish_run(cfg: Config, dest_root: Path = REFERENCE_DIR, max_file_mb: float
         write_json(tmp / "MANIFEST.json", {
             "run": cfg.run.name, "source": str(run), "git_commit": git_commit(),
             "model": cfg.model.name, "model_weights_sha256": weights_sha256(cfg.model.name),
-            "files": {str(rel): _sha256(run / rel) for rel in keep}, "left_out": left_out,
+            "files": {str(rel): file_sha256(run / rel) for rel in keep}, "left_out": left_out,
             "how_to_read": f"cqa run --config <config> --run {cfg.run.name} --set run.results_dir="
                            f"{Path(dest_root).name} --only 03-05 (finished stages are read, not recomputed)"})
     size = sum((dest / rel).stat().st_size for rel in keep) / 2**20
@@ -92,4 +87,4 @@ def verify_published(path: Path) -> list[str]:
     """Files of a published run whose sha256 no longer matches its manifest (empty = intact)."""
     manifest = json.loads((Path(path) / "MANIFEST.json").read_text(encoding="utf-8"))
     return [rel for rel, digest in manifest["files"].items()
-            if not (Path(path) / rel).is_file() or _sha256(Path(path) / rel) != digest]
+            if not (Path(path) / rel).is_file() or file_sha256(Path(path) / rel) != digest]

