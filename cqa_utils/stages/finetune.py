@@ -71,7 +71,8 @@ def training_summary(cfg: Config, examples: list[dict], trainer, plan, session: 
         "effective_batch": cfg.train.batch_size * cfg.train.grad_accum * trainer.args.world_size,
         "train_dtype": plan.train_dtype,
         "precision_reason": plan.reason,
-        "padding": ("group_by_length batches, padded per batch" if cfg.train.group_by_length
+        "padding": ("none: one sequence per step" if cfg.train.batch_size == 1
+                    else "group_by_length batches, padded per batch" if cfg.train.group_by_length
                     else "random batches, padded per batch"),
         "minutes_this_session": round(seconds / 60, 2),
         "tokens_trained_this_session": int(tokens_now),
