@@ -85,7 +85,7 @@ class TrainConfig:
     learning_rate: float = _opt(2e-4, "peak AdamW learning rate")
     lr_scheduler: str = _opt("cosine", "learning-rate schedule", ("cosine", "linear", "constant_with_warmup"))
     warmup_ratio: float = _opt(0.1, "share of steps spent warming up")
-    batch_size: int = _opt(1, "examples per device step (1: no padding, no attention mask; fastest and smallest on CPU)")
+    batch_size: int = _opt(1, "examples per device step (1: no padding; measured fastest and smallest on a 2-core CPU)")
     grad_accum: int = _opt(8, "steps per optimizer update (effective batch = batch_size x grad_accum x processes)")
     weight_decay: float = _opt(0.0, "AdamW weight decay")
     lora_r: int = _opt(16, "LoRA rank")
