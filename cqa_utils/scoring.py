@@ -6,9 +6,10 @@ the start token (the tokenizer's BOS, else EOS, or ``model.start_token``) is wha
 empty prefix conditions the continuation's first token on. Prefix and continuation are
 tokenized separately and concatenated, so the continuation's tokens are identical
 whatever the prefix; trailing spaces of the prefix move into the continuation (a
-trailing newline stays: byte-level BPE never merges it with the next word). Log-softmax
-runs in float32 on right-padded batches under ``torch.inference_mode``; results do not
-depend on batch size or order (tested). Used by notebooks 00 and 03 and ``cqa score``.
+trailing newline stays: byte-level BPE never merges it with the next word). The output
+head runs only at the positions that predict continuation tokens (a 262k-token vocabulary
+makes full logits the largest tensor of a pass), log-softmax in float32, on right-padded
+batches under ``torch.inference_mode``; results do not depend on batch size or order (tested). Used by notebooks 00 and 03 and ``cqa score``.
 """
 from __future__ import annotations
 
@@ -111,7 +112,8 @@ def score_requests(model, tokenizer, requests: list[ScoreRequest], *, batch_size
                    start_token: str | None = None, progress: bool = True, desc: str = "scoring") -> list[TokenScores]:
     """Per-token log-probs of each request's continuation, in the order of ``requests``.
 
-    Batches run longest first, so an out-of-memory error shows on the first batch.
+    Batches run longest first, so an out-of-memory error shows on the first batch. The model
+    must take transformers' boolean ``logits_to_keep`` mask (every causal LM of transformers 5 does).
     Raises ValueError naming the request if prefix + continuation exceed the model's context.
     """
     import torch
@@ -132,23 +134,28 @@ def score_requests(model, tokenizer, requests: list[ScoreRequest], *, batch_size
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     with torch.inference_mode():
         for batch in progress_bar(batches, desc=desc, unit="batch", disable=not progress, leave=False):
-            # Position t's output predicts token t+1. The whole sequence goes in (the last
-            # token's output is unused) so a batch of one has exactly the shape of a plain call.
+            # Position t's output predicts token t+1, so row r needs the outputs at positions
+            # len(ctx)-1 … len(ctx)+len(cont)-2; ``keep`` marks them and the output head runs
+            # only there (the last token's output is never read).
             seqs = [encoded[i][0] + encoded[i][1] for i in batch]
             width = max(len(s) for s in seqs)
             input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             attention = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, seq in enumerate(seqs):
+            keep = torch.zeros((len(batch), width), dtype=torch.bool)
+            targets = []
+            for row, (seq, index) in enumerate(zip(seqs, batch)):
+                ctx, cont = encoded[index]
                 input_ids[row, :len(seq)] = torch.tensor(seq)
                 attention[row, :len(seq)] = 1
-            logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits  # [batch, seq, vocab]
-            for row, index in enumerate(batch):
-                ctx, cont = encoded[index]
-                first = len(ctx) - 1  # position whose output predicts the first continuation token
-                rows = logits[row, first:first + len(cont)].float()  # [n_cont, vocab]
-                logp = torch.log_softmax(rows, dim=-1)
-                picked = logp.gather(1, torch.tensor(cont, device=logp.device).unsqueeze(1)).squeeze(1)
-                results[index] = TokenScores(requests[index].key, np.asarray(cont), picked.double().cpu().numpy())
+                keep[row, len(ctx) - 1:len(seq) - 1] = True
+                targets.extend(cont)
+            logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                           logits_to_keep=keep.to(device)).logits  # [sum of n_cont, vocab], row-major
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            picked = logp.gather(1, torch.tensor(targets, device=logp.device).unsqueeze(1)).squeeze(1)
+            for index, part in zip(batch, picked.split([len(encoded[i][1]) for i in batch])):
+                results[index] = TokenScores(requests[index].key, np.asarray(encoded[index][1]),
+                                             part.double().cpu().numpy())
     model.train(was_training)
     return results  # type: ignore[return-value]
 

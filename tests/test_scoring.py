@@ -13,9 +13,11 @@ REQUESTS = [
     ScoreRequest("d", "Answer: ", "forty-two"),
     ScoreRequest("e", "### Passage\n", "Short."),
 ]
-# fp32 noise floor, measured here: padded batches change matmul shapes, so per-token
-# log-probs move by up to 1.2e-5 nats and sums of ~10 tokens by up to 1.7e-5 nats.
-EXACT = 1e-6  # one pair at a time: same shapes as the naive call
+# fp32 noise floor, measured here: a different matmul shape moves per-token log-probs by up
+# to 1.2e-5 nats and sums of ~10 tokens by up to 1.7e-5 nats. Scoring runs the output head on
+# the continuation positions only, so even one pair at a time differs from the full-logit
+# reference in the head's shape (measured: up to 8.6e-6 nats at batch 1, 1.1e-5 at batch 5).
+EXACT = 1e-5  # one pair at a time: the body has the naive call's shapes, the head does not
 TOLERANCE = 2e-5  # per token, batched
 SUM_TOLERANCE = 5e-5  # summed continuation, batched
 
