@@ -40,14 +40,15 @@ def prepare_stage_dir(cfg: Config, force: bool) -> Path:
     return path
 
 
-def trainable_model(cfg: Config):
-    """(peft model, tokenizer): the base in fp32 (or nf4), wrapped with fresh LoRA layers."""
+def trainable_model(cfg: Config, train_dtype: str):
+    """(peft model, tokenizer): the base in fp32, or in nf4 computing in the training precision
+    (QLoRA: bf16 compute under bf16 training), wrapped with fresh LoRA layers."""
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     from ..models import load_model
 
     quantized = cfg.model.quant == "nf4"
-    model, tokenizer = load_model(cfg.model, dtype="float32", quantized=quantized)
+    model, tokenizer = load_model(cfg.model, dtype=train_dtype if quantized else "float32", quantized=quantized)
     if quantized:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.train.gradient_checkpointing)
     return get_peft_model(model, lora_config(cfg)), tokenizer
@@ -99,7 +100,7 @@ def run_finetune(cfg: Config, force: bool = False) -> dict[str, Path]:
         return stage.outputs()
 
     set_seed(cfg.run.seed)
-    model, tokenizer = trainable_model(cfg)
+    model, tokenizer = trainable_model(cfg, plan.train_dtype)
     examples = tokenize_examples(cfg, tokenizer, getattr(model.config, "max_position_embeddings", None))
     lengths = write_csv(stage.file("lengths.csv"), lengths_frame(examples))
     dataset = Dataset.from_list([{k: e[k] for k in ("input_ids", "labels")} for e in examples])
