@@ -16,7 +16,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -164,6 +165,16 @@ def environment_record(cfg: Config, extra: dict | None = None) -> dict:
     return record
 
 
+def peak_rss_gib() -> float:
+    """This process's peak resident memory (GiB): the kernel's own high-water mark, so a spike
+    between two samples is not missed the way polling would miss it. Each notebook runs in its
+    own kernel, so in a pipeline run this is the stage's peak."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return round(peak / (2 ** 30 if sys.platform == "darwin" else 2 ** 20), 3)
+
+
 # --- stages ----------------------------------------------------------------------------
 
 def stage_dir(cfg: Config, stage: str) -> Path:
@@ -204,12 +215,18 @@ class Stage:
     cfg: Config
     path: Path
     skipped: bool
+    started: float = field(default_factory=time.perf_counter)
 
     def file(self, relative: str) -> Path:
         return inside(self.path, relative)
 
     def finish(self, outputs: dict[str, Path], summary: dict | None = None) -> dict[str, Path]:
-        """Write the DONE marker last, with the outputs by name (paths relative) and a summary."""
+        """Write the DONE marker last, with the outputs by name (paths relative) and a summary;
+        the stage's wall time and peak memory go into its environment record."""
+        env_file = self.path / "environment.json"
+        env = json.loads(env_file.read_text(encoding="utf-8"))
+        write_json(env_file, env | {"stage_seconds": round(time.perf_counter() - self.started, 1),
+                                    "peak_rss_gib": peak_rss_gib()})
         root = self.path.resolve()
         rel = {name: str(Path(p).resolve().relative_to(root)) for name, p in outputs.items()}
         write_json(self.path / "DONE", {

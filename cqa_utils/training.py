@@ -19,13 +19,14 @@ from .config import Config
 from .data import Annotation, load_annotations
 from .arms import training_texts
 from .progress import LineProgress, line_mode
-from .runs import atomic_dir, write_csv, write_json
+from .runs import atomic_dir, peak_rss_gib, write_csv, write_json
 from .scoring import start_token_id
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 IGNORE_INDEX = -100  # label value the loss skips (prompt tokens and padding)
 LOG_COLUMNS = {"step": "step", "epoch": "epoch", "loss": "loss", "learning_rate": "lr", "grad_norm": "grad_norm",
-               "num_input_tokens_seen": "tokens", "tokens_per_s": "tokens_per_s"}  # log_history key -> CSV column
+               "num_input_tokens_seen": "tokens", "tokens_per_s": "tokens_per_s",
+               "peak_rss_gib": "peak_rss_gib"}  # log_history key -> CSV column
 
 
 def world_size() -> int:
@@ -178,6 +179,7 @@ def study_callbacks(stage_path: Path):
                 )
             now, seen = time.perf_counter(), state.num_input_tokens_seen
             state.log_history[-1]["tokens_per_s"] = (seen - self.tokens) / max(now - self.clock, 1e-9)
+            state.log_history[-1]["peak_rss_gib"] = peak_rss_gib()  # so a growth shows step by step
             self.clock, self.tokens = now, seen
 
         def on_save(self, args, state, control, **kwargs):

@@ -111,6 +111,8 @@ def test_paper_config_runs_stages_01_to_05_on_cpu_with_nf4(tiny_qwen2, tmp_path)
     summary = json.loads((finetune / "train_summary.json").read_text())
     assert summary["train_dtype"] == "bfloat16" and summary["epochs"] == 1
     assert (finetune / "epoch-1" / "adapter_model.safetensors").is_file()
+    assert (pd.read_csv(finetune / "train_log.csv")["peak_rss_gib"] > 0).all()  # memory logged at every step
+    assert json.loads((finetune / "environment.json").read_text())["peak_rss_gib"] > 0
 
     scores = pd.read_csv(stage_dir(cfg, "03") / "scores.csv")
     assert set(scores["epoch"]) == {0, 1}

@@ -21,6 +21,16 @@ def test_stage_writes_config_environment_and_done_last(cfg):
     assert json.loads((stage.path / "DONE").read_text())["outputs"] == {"a": "a.txt"}
     env = json.loads((stage.path / "environment.json").read_text())
     assert env["seeds"]["run"] == cfg.run.seed and "torch" in env["packages"]
+    assert env["stage_seconds"] >= 0 and env["peak_rss_gib"] > 0
+
+
+def test_the_stage_record_holds_the_peak_memory_in_gib(cfg):
+    stage = open_stage(cfg, "04")
+    held = bytearray(512 * 2 ** 20)  # 0.5 GiB, touched page by page so it is resident
+    for offset in range(0, len(held), 4096):
+        held[offset] = 1
+    stage.finish({"a": write_text(stage.file("a.txt"), "x")})
+    assert json.loads((stage.path / "environment.json").read_text())["peak_rss_gib"] >= 0.5
 
 
 def test_finished_stage_is_skipped_unless_forced(cfg):
