@@ -82,10 +82,15 @@ def _acquire(path: Path, what: str) -> None:
     raise RunLocked(f"{path}: another writer took the lock while a stale one was cleared")
 
 
+def is_rank_zero() -> bool:
+    """True in a single process and on rank 0 of a torchrun/accelerate job: the one that writes."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 @contextlib.contextmanager
 def run_lock(run_path: Path, what: str) -> Iterator[None]:
     """Hold ``<run_path>/.lock`` for the block (no-op on ranks > 0 of a multi-process job)."""
-    if int(os.environ.get("RANK", "0")) > 0:
+    if not is_rank_zero():
         yield
         return
     path = (Path(run_path) / LOCK_NAME).resolve()

@@ -131,7 +131,8 @@ def score_requests(model, tokenizer, requests: list[ScoreRequest], *, batch_size
     results: list[TokenScores | None] = [None] * len(requests)
     was_training = model.training
     model.eval()
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches, shared = own_batches([order[i:i + batch_size] for i in range(0, len(order), batch_size)],
+                                  cpu=device.type == "cpu")
     with torch.inference_mode():
         for batch in progress_bar(batches, desc=desc, unit="batch", disable=not progress, leave=False):
             # Position t's output predicts token t+1, so row r needs the outputs at positions
@@ -157,7 +158,34 @@ def score_requests(model, tokenizer, requests: list[ScoreRequest], *, batch_size
                 results[index] = TokenScores(requests[index].key, np.asarray(encoded[index][1]),
                                              part.double().cpu().numpy())
     model.train(was_training)
+    if shared:
+        from accelerate.utils import gather_object
+
+        for index, result in gather_object([(i, r) for i, r in enumerate(results) if r is not None]):
+            results[index] = result
     return results  # type: ignore[return-value]
+
+
+def own_batches(batches: list[list[int]], cpu: bool) -> tuple[list[list[int]], bool]:
+    """This process's share of the batches, and whether other processes hold the rest.
+
+    Launched as several processes (``accelerate launch`` or torchrun), the length-sorted
+    batches are dealt round-robin, then handed out with accelerate's
+    ``split_between_processes`` as lm-eval does: every batch keeps the composition it has in
+    one process, so the scores are the same, and each process gets long and short ones alike.
+    ``cpu`` tells accelerate the model is on CPU (only then does it join CPU processes, over gloo).
+    """
+    from accelerate import PartialState
+
+    state = PartialState(cpu=cpu)
+    if state.num_processes == 1:
+        return batches, False
+    n = state.num_processes
+    # split_between_processes gives contiguous chunks, one extra to the first len % n ranks:
+    # exactly the sizes of the dealt hands batches[r::n].
+    dealt = [batch for rank in range(n) for batch in batches[rank::n]]
+    with state.split_between_processes(dealt) as mine:
+        return list(mine), True
 
 
 SANITY_SENTENCES = (

@@ -100,3 +100,24 @@ def test_empty_continuation_and_overlong_text_are_errors(embedded):
     long = ScoreRequest("long", "", "word " * (model.config.max_position_embeddings + 10))
     with pytest.raises(ValueError, match="'long': .* exceed the model's context"):
         score_requests(model, tokenizer, [long], progress=False)
+
+
+def test_two_gloo_processes_score_exactly_as_one(embedded, tmp_path):
+    """Scoring sharded across two CPU processes (torchrun, gloo) gives the one-process scores,
+    bit for bit, at the same thread count (torchrun would set 1 thread per process, and fp32
+    GEMMs split across a different number of threads round differently)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "sharded.npz"
+    worker = Path(__file__).with_name("sharded_scoring.py")
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                    str(worker), str(out), "2"], check=True, timeout=600,
+                   env=os.environ | {"OMP_NUM_THREADS": str(torch.get_num_threads())})
+    sharded = np.load(out)
+    assert int(sharded["processes"]) == 2 and str(sharded["backend"]) == "gloo"
+    assert list(sharded["keys"]) == [r.key for r in REQUESTS]
+    for key, result in score(embedded, REQUESTS, batch_size=2).items():
+        np.testing.assert_array_equal(sharded[key], result.logprobs, err_msg=key)

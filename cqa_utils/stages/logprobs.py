@@ -32,7 +32,7 @@ from ..controls import KINDS, MEASURES, control_values, delta_column, mismatched
 from ..data import CONSTRAINT_TYPES, BenchmarkItem, load_benchmark
 from ..overlap import overlap_share, shared_words
 from ..prompts import continuation, control_prefixes, scoring_prefixes
-from ..run_lock import locked
+from ..run_lock import is_rank_zero, locked
 from ..runs import atomic_path, inside, open_stage, stage_dir, stage_outputs, write_csv, write_jsonl
 from ..score_cache import ScoreCache, score_with_cache
 from ..scoring import ScoreRequest, TokenScores, logprob_sum, score_requests
@@ -298,6 +298,8 @@ def run_logprobs(cfg: Config, force: bool = False) -> dict[str, Path]:
     frames = score_items(model, tokenizer, items, checkpoints, template=cfg.prompt.template,
                          batch_size=cfg.score.batch_size, start_token=cfg.model.start_token, controls=controls,
                          cache=base_score_cache(cfg))
+    if not is_rank_zero():  # launched as several processes: each scored its share, rank 0 writes
+        return {}
     written = write_outputs(stage.path, *frames)
     timing = frames[3]
     return stage.finish(written, {"items": len(items), "checkpoints": [c.name for c in checkpoints],
