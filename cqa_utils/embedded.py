@@ -88,17 +88,17 @@ def recorded_ggufs(model: EmbeddedModel) -> dict[Path, GgufChunk]:
 
     Raises FileNotFoundError with the install command if a package is missing.
     """
-    missing = []
+    distributions, missing = {}, []
     for package in model.packages:
         try:
-            metadata.distribution(package)
+            distributions[package] = metadata.distribution(package)
         except metadata.PackageNotFoundError:
             missing.append(package)
     if missing:
         raise FileNotFoundError(f"{model.name} needs {', '.join(missing)}, not installed; install: {model.install}")
     found = {}
-    for package in model.packages:
-        for file in metadata.distribution(package).files or ():
+    for package, distribution in distributions.items():
+        for file in distribution.files or ():
             if ".gguf" not in file.name:
                 continue
             if file.hash is None or file.hash.mode != "sha256":
