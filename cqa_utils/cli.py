@@ -20,6 +20,7 @@ Copy-paste examples::
     cqa config --show smoke                               # the resolved config
     cqa config --keys                                     # every key, its default and meaning
     cqa build-model                                       # convert + verify the embedded model
+    cqa build-model --model embedded:gemma3-270m          # the optional Gemma 3 270M base (after: make gemma)
     cqa audit-pack --local-root ../shared/datasets        # rebuild data/audit/records/ from the full copies
 """
 from __future__ import annotations
@@ -28,6 +29,8 @@ import argparse
 import sys
 
 import yaml
+
+from .config import EMBEDDED_MODEL
 
 
 def _parse_set(values: list[str]) -> dict:
@@ -89,7 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--show", metavar="CONFIG", help="print the resolved config")
     config.add_argument("--keys", action="store_true", help="list every key with default and help")
 
-    sub.add_parser("build-model", help="convert the embedded GGUF model into the cache and verify it")
+    build = sub.add_parser("build-model", help="convert an embedded GGUF model into the cache and verify it")
+    build.add_argument("--model", default=EMBEDDED_MODEL, metavar="NAME",
+                       help=f"an embedded:* model (default {EMBEDDED_MODEL}, or embedded:gemma3-270m)")
+    build.add_argument("--force", action="store_true", help="rebuild even if the cache holds a verified copy")
 
     pack = sub.add_parser("audit-pack", help="rebuild the shipped audit records (data/audit/records/) from full copies")
     pack.add_argument("--local-root", default=None, help="folder of the full dataset copies (default ../shared/datasets)")
@@ -163,10 +169,10 @@ def _dispatch(args) -> int:
     elif args.command == "build-model":
         import json
 
-        from .models import build_embedded_model, model_cache_status
+        from .embedded import build_embedded_model, model_cache_status
 
-        build_embedded_model()
-        print(json.dumps(model_cache_status(), indent=2))
+        build_embedded_model(args.model, force=args.force)
+        print(json.dumps(model_cache_status(args.model), indent=2))
     elif args.command == "audit-pack":
         from .audit_labels import load_sample
         from .audit_sources import pack_records

@@ -22,7 +22,8 @@ from .arms import ARMS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = PROJECT_ROOT / "configs"
-EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
+EMBEDDED_PREFIX = "embedded:"  # model.name prefix of the models in cqa_utils.embedded
+EMBEDDED_MODEL = EMBEDDED_PREFIX + "smollm2-135m-instruct"  # the default
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -50,13 +51,20 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = _opt(EMBEDDED_MODEL, "embedded model, a Hugging Face hub id, or a local folder")
+    name: str = _opt(EMBEDDED_MODEL, "an embedded model (embedded:*, see cqa_utils.embedded), a Hugging Face "
+                                     "hub id, or a local folder")
     revision: str | None = _opt(None, "hub revision (commit or tag) for reproducible downloads")
     device: str = _opt("auto", "where the model runs", ("auto", "cpu", "cuda"))
     quant: str = _opt("none", "weight quantization for training", ("none", "nf4"))
     start_token: str | None = _opt(
         None, "token every scored sequence starts with; None = tokenizer bos, else eos"
     )
+
+    def __post_init__(self):
+        if self.name.startswith(EMBEDDED_PREFIX):
+            from .embedded import embedded_model
+
+            embedded_model(self.name)
 
 
 @dataclass(frozen=True)

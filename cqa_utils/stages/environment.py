@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import Config
+from ..config import EMBEDDED_PREFIX, Config
 from ..run_lock import locked
 from ..runs import open_stage, write_json
 
@@ -16,7 +16,8 @@ from ..runs import open_stage, write_json
 @locked
 def run_environment(cfg: Config, force: bool = False) -> dict[str, Path]:
     """Check device, 4-bit support and the model; returns ``{"checks": checks.json}``."""
-    from ..models import four_bit_status, load_model, model_cache_status, plan_device
+    from ..embedded import model_cache_status
+    from ..models import four_bit_status, load_model, plan_device
     from ..scoring import sanity_check
 
     stage = open_stage(cfg, "00", force)
@@ -29,7 +30,7 @@ def run_environment(cfg: Config, force: bool = False) -> dict[str, Path]:
         "device_plan": plan.as_dict(),
         "four_bit": four_bit_status(),
         "model": {"name": cfg.model.name, "parameters": sum(p.numel() for p in model.parameters()),
-                  "cache": model_cache_status()},
+                  "cache": model_cache_status(cfg.model.name) if cfg.model.name.startswith(EMBEDDED_PREFIX) else None},
         "sanity": sanity,
     }
     out = write_json(stage.file("checks.json"), checks)
