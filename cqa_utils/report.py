@@ -13,11 +13,13 @@ from pathlib import Path
 
 from .config import PROJECT_ROOT, Config
 from .data import GROUPS
+from .publish import REFERENCE_DIR
 from .runs import atomic_path, is_done, stage_dir, stage_outputs, write_text
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 AUDIT_BEGIN, AUDIT_END = "<!-- audit:begin -->", "<!-- audit:end -->"
 GRID_BEGIN, GRID_END = "<!-- robustness:begin -->", "<!-- robustness:end -->"
+MODELS_BEGIN, MODELS_END = "<!-- models:begin -->", "<!-- models:end -->"
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -160,6 +162,40 @@ def results_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _headline(report: dict, group: str, kind: str) -> dict:
+    """The summed-nats row of one group and ΔI kind at the headline epoch ({} if not scored)."""
+    return next((r for r in report.get("stats_table", []) if (r["group"], r["kind"], r["measure"], r["epoch"])
+                 == (group, kind, "sum", report["headline_epoch"])), {})
+
+
+def models_markdown(reports: list[dict]) -> str:
+    """One row per published single-model run: the base model's metric check and the headline
+    Δ(ΔI) of both groups, full and specific, with one-sided p and d_z."""
+    lines = ["| model | run | metric check (base) | ΔI kind | literary Δ(ΔI) | p | d_z | factual Δ(ΔI) | p | d_z |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for report in sorted(reports, key=lambda r: (r["run"]["model"], r["run"]["name"])):
+        check = report["metric_check"]
+        checked = f"{check['k']} of {check['n']} (p = {_fmt(check['p_sign_test'])})" if check.get("n") else "–"
+        for kind in ("full", "specific"):
+            lit, fact = (_headline(report, group, kind) for group in ("literary", "factual"))
+            if not lit and not fact:
+                continue
+            lines.append(f"| `{report['run']['model']}` | `{report['run']['name']}` | {checked} | {kind} "
+                         f"| {_fmt(lit.get('mean'))} | {_fmt(lit.get('p_one_sided'))} | {_fmt(lit.get('d_z'), 2)} "
+                         f"| {_fmt(fact.get('mean'))} | {_fmt(fact.get('p_one_sided'))} | {_fmt(fact.get('d_z'), 2)} |")
+    lines += ["", "Summed nats at each run's headline epoch, one-sided Wilcoxon signed-rank p, paired d_z; metric "
+              "check: literary items whose intact text gets the higher ΔI on the base model, sign test."]
+    return "\n".join(lines)
+
+
+def published_model_reports(root: Path) -> list[dict]:
+    """Stage 04 reports of the published runs under ``root`` that are not part of a grid."""
+    in_grids = {run["name"] for manifest in sorted((root / "sweeps").glob("*.json"))
+                for run in json.loads(manifest.read_text(encoding="utf-8"))["runs"]}
+    found = sorted(root.glob("*/04_stats/stats.json"))
+    return [json.loads(path.read_text(encoding="utf-8")) for path in found if path.parts[-3] not in in_grids]
+
+
 def audit_markdown(conclusion: dict, shares, hand) -> str:
     """The audit's conclusion per role and the role means (corrected, and from hand labels)."""
     from .audit_shares import share_table
@@ -183,13 +219,17 @@ def _replace_block(text: str, begin: str, end: str, body: str, where: Path) -> s
     return f"{head}{begin}\n{body}\n{end}{tail}"
 
 
-def update_readme(readme: Path, report: dict | None = None, audit: str | None = None) -> Path:
-    """Rewrite the Results block (from ``report``) and the audit block (``audit``) in place."""
+def update_readme(readme: Path, report: dict | None = None, audit: str | None = None,
+                  models: list[dict] | None = None) -> Path:
+    """Rewrite the Results block (from ``report``), the audit block (``audit``) and the
+    per-model table (from ``models``, reports of published runs) in place."""
     text = readme.read_text(encoding="utf-8")
     if report is not None:
         text = _replace_block(text, BEGIN, END, results_markdown(report), readme)
     if audit is not None:
         text = _replace_block(text, AUDIT_BEGIN, AUDIT_END, audit, readme)
+    if models:
+        text = _replace_block(text, MODELS_BEGIN, MODELS_END, models_markdown(models), readme)
     return write_text(readme, text)
 
 
@@ -205,7 +245,9 @@ def copy_figures(cfg: Config, dest: Path | str | None = None) -> list[Path]:
 
 
 def publish(cfg: Config, readme: Path = PROJECT_ROOT / "README.md") -> list[Path]:
-    """Regenerate the README blocks whose stages finished (audit: 01; Results and figures/: 04, 05)."""
+    """Regenerate the README blocks whose stages finished (audit: 01; Results and figures/: 04, 05),
+    and the per-model table from the runs published in reference/."""
+
     import pandas as pd
     done = {key for key in ("01", "04") if is_done(stage_dir(cfg, key))}
     if not done:
@@ -218,7 +260,7 @@ def publish(cfg: Config, readme: Path = PROJECT_ROOT / "README.md") -> list[Path
     if "04" in done:
         report = json.loads(stage_outputs(cfg, "04")["report"].read_text(encoding="utf-8"))
     figures = copy_figures(cfg) if is_done(stage_dir(cfg, "05")) else []
-    return [*figures, update_readme(readme, report, block)]
+    return [*figures, update_readme(readme, report, block, published_model_reports(REFERENCE_DIR))]
 
 
 def wall_time_line(manifest: dict) -> str:

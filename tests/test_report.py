@@ -1,7 +1,8 @@
 """The README's generated Results block: every branch of the verdict sentence, and the table."""
 import pytest
 
-from cqa_utils.report import controlled_verdict, results_markdown, update_readme, verdict
+from cqa_utils.report import (controlled_verdict, models_markdown, published_model_reports, results_markdown,
+                              update_readme, verdict)
 
 
 def report(lit_p, lit_d, fact_p, fact_d) -> dict:
@@ -95,3 +96,21 @@ def test_audit_block_is_generated_from_the_conclusion_and_the_role_means(tmp_pat
     update_readme(readme, None, block)          # only the audit stage finished: Results untouched
     text = readme.read_text()
     assert "old" not in text and block in text and "<!-- results:begin -->\nkeep\n" in text
+
+
+def test_models_table_has_a_row_per_published_run_and_leaves_grid_runs_out(tmp_path):
+    from cqa_utils.runs import write_json
+
+    for name, model in (("solo", "embedded:a"), ("other", "embedded:b"), ("grid-run", "embedded:a")):
+        numbers = report(0.3, 0.2, 0.002, 0.7)
+        write_json(tmp_path / name / "04_stats" / "stats.json", numbers | {"run": numbers["run"] | {"name": name, "model": model}})
+    write_json(tmp_path / "sweeps" / "g.json", {"grid": "g", "runs": [{"name": "grid-run", "status": "done"}]})
+    found = published_model_reports(tmp_path)
+    assert sorted(r["run"]["name"] for r in found) == ["other", "solo"]
+    table = models_markdown(found)
+    assert "| `embedded:a` | `solo` | 29 of 40 (p = 0.003) | specific | 0.400 | 0.200 | 0.10 | 0.100 | 0.400 | 0.05 |" in table
+    assert table.index("`embedded:a`") < table.index("`embedded:b`") and "grid-run" not in table
+    readme = tmp_path / "README.md"
+    readme.write_text("a\n<!-- models:begin -->\nold\n<!-- models:end -->\nb\n")
+    update_readme(readme, models=found)
+    assert table in readme.read_text() and "old" not in readme.read_text()
