@@ -6,10 +6,12 @@ Copy-paste examples::
     cqa run --config smoke --run try1 --only 02-03        # a slice of the pipeline
     cqa run --config smoke --set train.epochs=1 --force   # override any key, redo finished stages
     cqa train --config smoke --run try1                   # stage 02 alone, in this process
+    cqa logprobs --config smoke --run try1                # stage 03 alone, in this process
     cqa sweep --grid configs/sweeps/controls.yaml         # arms × seeds, one run each, resumable
     cqa sweep --grid configs/sweeps/smoke.yaml --dry-run  # list the runs and what is finished
     accelerate launch --multi_gpu --num_processes 4 -m cqa_utils.cli train --config paper-qwen2.5-7b
     ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 -m cqa_utils.cli train --config smoke
+    torchrun --standalone --nproc_per_node 2 -m cqa_utils.cli logprobs --config smoke   # each rank scores a share
     cqa validate data/                                    # schema, leakage, benchmark design rules (CI runs this)
     cqa score --benchmark my_items.jsonl --out scored/    # ΔI for your own items, base model
     cqa score --benchmark my_items.jsonl --adapter results/default/02_finetune/epoch-5 --out scored5/
@@ -63,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="stage 02 (fine-tuning) in this process; accelerate/torchrun start one per rank")
     _run_options(train)
+    logprobs = sub.add_parser("logprobs", help="stage 03 (scoring) in this process; under accelerate/torchrun "
+                                               "each rank scores a share of the batches and rank 0 writes")
+    _run_options(logprobs)
 
     sweep = sub.add_parser("sweep", help="run a grid of runs (arms × seeds × any key) one after another, resumable")
     sweep.add_argument("--grid", required=True, help="grid file, e.g. configs/sweeps/controls.yaml")
@@ -128,10 +133,11 @@ def _dispatch(args) -> int:
         from .sweep import run_sweep
 
         run_sweep(args.grid, args.config, args.dry_run)
-    elif args.command == "train":
-        from .stages.finetune import run_finetune
+    elif args.command in ("train", "logprobs"):
+        from .registry import get_stage
 
-        for name, path in run_finetune(_resolve(args), force=args.force).items():
+        runner = get_stage("02" if args.command == "train" else "03").load_runner()
+        for name, path in runner(_resolve(args), force=args.force).items():
             print(f"wrote {name}: {path}")
     elif args.command == "validate":
         from .validation import print_report, validate_data_dir

@@ -121,3 +121,29 @@ def test_two_gloo_processes_score_exactly_as_one(embedded, tmp_path):
     assert list(sharded["keys"]) == [r.key for r in REQUESTS]
     for key, result in score(embedded, REQUESTS, batch_size=2).items():
         np.testing.assert_array_equal(sharded[key], result.logprobs, err_msg=key)
+
+
+def test_stage_03_as_two_processes_writes_the_one_process_scores(tmp_path):
+    """``torchrun … cqa logprobs``: each rank scores a share, rank 0 writes what one process writes."""
+    import os
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    from conftest import PROJECT_ROOT, base_only_config
+    from cqa_utils.runs import stage_dir
+    from cqa_utils.stages.logprobs import run_logprobs
+
+    benchmark = PROJECT_ROOT / "data" / "benchmark" / "benchmark_v2.jsonl"
+    small = {"data.max_items_per_group": 2, "score.base_cache": False, "score.mismatched_k": 1}
+    one, _ = base_only_config(tmp_path / "one", benchmark, small)
+    two, overrides = base_only_config(tmp_path / "two", benchmark, small)
+    run_logprobs(one)
+    sets = [arg for key, value in overrides.items() for arg in ("--set", f"{key}={value}")]
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                    "-m", "cqa_utils.cli", "logprobs", "--config", "smoke", *sets], check=True, timeout=900,
+                   env=os.environ | {"OMP_NUM_THREADS": str(torch.get_num_threads())})
+    columns = ["item_id", "variant", "epoch", "logp_cond", "logp_uncond", "delta_i_specific"]
+    pd.testing.assert_frame_equal(pd.read_csv(stage_dir(two, "03") / "scores.csv")[columns],
+                                  pd.read_csv(stage_dir(one, "03") / "scores.csv")[columns])
