@@ -9,7 +9,8 @@ whatever the prefix; trailing spaces of the prefix move into the continuation (a
 trailing newline stays: byte-level BPE never merges it with the next word). The output
 head runs only at the positions that predict continuation tokens (a 262k-token vocabulary
 makes full logits the largest tensor of a pass), log-softmax in float32, on right-padded
-batches under ``torch.inference_mode``; results do not depend on batch size or order (tested). Used by notebooks 00 and 03 and ``cqa score``.
+batches under ``torch.inference_mode``; results do not depend on batch size or order
+(tested). Used by notebooks 00 and 03 and ``cqa score``.
 """
 from __future__ import annotations
 
