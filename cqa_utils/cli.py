@@ -18,6 +18,7 @@ Copy-paste examples::
     cqa report --config default                           # README results + figures/ from a finished run
     cqa report --grid configs/sweeps/controls.yaml        # README controls and robustness from notebook 06
     cqa publish --config default                          # compact outputs of a run -> reference/<run>/
+    cqa efficiency --config default                       # stage times vs this machine's matmul bound
     cqa publish --grid configs/sweeps/controls.yaml       # every finished run of a grid + its manifest
     cqa config --show smoke                               # the resolved config
     cqa config --keys                                     # every key, its default and meaning
@@ -93,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--grid", help="publish every finished run of this grid file, and its manifest")
     publish.add_argument("--max-file-mb", type=float, default=8.0, help="leave out (and list) larger files")
 
+    efficiency = sub.add_parser("efficiency", help="a run's stage times against this machine's matmul bound "
+                                                   "(cqa run writes it after training and scoring)")
+    _run_options(efficiency, force=False)
+
     config = sub.add_parser("config", help="show a resolved config or list every key")
     config.add_argument("--show", metavar="CONFIG", help="print the resolved config")
     config.add_argument("--keys", action="store_true", help="list every key with default and help")
@@ -165,6 +170,10 @@ def _dispatch(args) -> int:
             print(f"wrote {publish_manifest(grid.manifest_path())}")
         else:
             publish_run(_resolve(args), max_file_mb=args.max_file_mb)
+    elif args.command == "efficiency":
+        from .pipeline import report_efficiency
+
+        report_efficiency(_resolve(args))
     elif args.command == "config":
         from .config import describe_options, load_config
 

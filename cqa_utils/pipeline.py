@@ -20,6 +20,7 @@ scoring cell.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import time
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import PROJECT_ROOT, load_config
+from .efficiency import efficiency_is_stale, efficiency_markdown, write_efficiency
 from .frontend import batch_environment
 from .progress import format_duration
 from .registry import GridNotebook, StageSpec, select
@@ -160,8 +162,17 @@ def run_pipeline(config: str = "default", run_name: str | None = None, only: str
     parameters = {"config": str(config), "run_name": cfg.run.name, "force": force, "overrides": overrides}
     with run_lock(run_path, "cqa run"), _kernels_write_under(os.getpid()):  # one writer for the whole run
         results = [run_notebook(spec, parameters, run_path, kernel) for spec in select(only)]
-    print("\n" + format_timings(results), flush=True)
+        print("\n" + format_timings(results), flush=True)
+        if {r.key for r in results} & {"02", "03"} and efficiency_is_stale(run_path):
+            report_efficiency(cfg)
     return results
+
+
+def report_efficiency(cfg) -> None:
+    """Measure the bound now, on the machine that just trained and scored, and print wall / bound."""
+    path = write_efficiency(cfg)
+    print(f"\n=== efficiency against this machine's matmul bound ({path})\n"
+          + efficiency_markdown(json.loads(path.read_text(encoding="utf-8"))), flush=True)
 
 
 @contextlib.contextmanager

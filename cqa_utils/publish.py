@@ -1,9 +1,9 @@
 """Published runs: ``cqa publish RUN`` copies a finished run's compact outputs to ``reference/<run>/``.
 
 Everything a reader needs to open notebooks 03–06 without training (configs, environment
-records, train log, scores, statistics, figures, DONE markers) is copied in the run's own
-stage layout, so ``--set run.results_dir=reference`` makes every stage a finished one that
-notebooks read instead of recompute. Adapters, checkpoints and model files are left out,
+records, train log, scores, statistics, figures, DONE markers, the run's ``efficiency.json``)
+is copied in the run's own stage layout, so ``--set run.results_dir=reference`` makes every
+stage a finished one that notebooks read instead of recompute. Adapters, checkpoints and model files are left out,
 and so is anything over ``max_file_mb`` (listed, never silently). ``MANIFEST.json`` records
 the sha256 of every file, the model's weights hash and the git commit. A published grid
 also gets ``reference/sweeps/<grid>.json``.
@@ -15,11 +15,13 @@ import shutil
 from pathlib import Path
 
 from .config import PROJECT_ROOT, Config
+from .efficiency import FILENAME as EFFICIENCY_FILE
 from .registry import STAGES
 from .runs import atomic_dir, file_sha256, git_commit, is_done, run_dir, write_json
 
 SKIP_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt")
 REFERENCE_DIR = PROJECT_ROOT / "reference"
+RUN_FILES = (EFFICIENCY_FILE,)  # records of the whole run, beside its stage folders
 
 
 def compact_files(run: Path, max_file_mb: float) -> tuple[list[Path], list[str]]:
@@ -38,6 +40,7 @@ def compact_files(run: Path, max_file_mb: float) -> tuple[list[Path], list[str]]
                 left_out.append(f"{rel} ({path.stat().st_size / 2**20:.1f} MB > {max_file_mb} MB)")
             else:
                 keep.append(rel)
+    keep += [Path(name) for name in RUN_FILES if (run / name).is_file()]
     return keep, left_out
 
 

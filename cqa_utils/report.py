@@ -2,7 +2,7 @@
 
 Reads ``results/<run>/04_stats/stats.json`` and stage 01's ``conclusion.json`` and
 ``shares.csv``, rewrites the blocks between the ``results`` and ``audit`` markers in
-README.md, and copies the run's figures (stage 05) into ``figures/``. The verdict sentences
+README.md (and the ``efficiency`` block from the run's ``efficiency.json``), and copies the run's figures (stage 05) into ``figures/``. The verdict sentences
 are computed from the numbers, so the README never claims more than the run showed.
 """
 from __future__ import annotations
@@ -13,13 +13,15 @@ from pathlib import Path
 
 from .config import PROJECT_ROOT, Config
 from .data import GROUPS
+from .efficiency import FILENAME as EFFICIENCY_FILE, efficiency_markdown
 from .publish import REFERENCE_DIR
-from .runs import atomic_path, is_done, stage_dir, stage_outputs, write_text
+from .runs import atomic_path, is_done, run_dir, stage_dir, stage_outputs, write_text
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 AUDIT_BEGIN, AUDIT_END = "<!-- audit:begin -->", "<!-- audit:end -->"
 GRID_BEGIN, GRID_END = "<!-- robustness:begin -->", "<!-- robustness:end -->"
 MODELS_BEGIN, MODELS_END = "<!-- models:begin -->", "<!-- models:end -->"
+EFFICIENCY_BEGIN, EFFICIENCY_END = "<!-- efficiency:begin -->", "<!-- efficiency:end -->"
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -220,10 +222,13 @@ def _replace_block(text: str, begin: str, end: str, body: str, where: Path) -> s
 
 
 def update_readme(readme: Path, report: dict | None = None, audit: str | None = None,
-                  models: list[dict] | None = None) -> Path:
-    """Rewrite the Results block (from ``report``), the audit block (``audit``) and the
-    per-model table (from ``models``, reports of published runs) in place."""
+                  models: list[dict] | None = None, efficiency: dict | None = None) -> Path:
+    """Rewrite the Results block (from ``report``), the audit block (``audit``), the
+    per-model table (from ``models``, reports of published runs) and the study's
+    efficiency table (from ``efficiency``, the run's efficiency.json) in place."""
     text = readme.read_text(encoding="utf-8")
+    if efficiency is not None:
+        text = _replace_block(text, EFFICIENCY_BEGIN, EFFICIENCY_END, efficiency_markdown(efficiency), readme)
     if report is not None:
         text = _replace_block(text, BEGIN, END, results_markdown(report), readme)
     if audit is not None:
@@ -246,7 +251,8 @@ def copy_figures(cfg: Config, dest: Path | str | None = None) -> list[Path]:
 
 def publish(cfg: Config, readme: Path = PROJECT_ROOT / "README.md") -> list[Path]:
     """Regenerate the README blocks whose stages finished (audit: 01; Results and figures/: 04, 05),
-    and the per-model table from the runs published in reference/."""
+    the Speed section's efficiency table where the run has one, and the per-model table from
+    the runs published in reference/."""
 
     import pandas as pd
     done = {key for key in ("01", "04") if is_done(stage_dir(cfg, key))}
@@ -260,7 +266,9 @@ def publish(cfg: Config, readme: Path = PROJECT_ROOT / "README.md") -> list[Path
     if "04" in done:
         report = json.loads(stage_outputs(cfg, "04")["report"].read_text(encoding="utf-8"))
     figures = copy_figures(cfg) if is_done(stage_dir(cfg, "05")) else []
-    return [*figures, update_readme(readme, report, block, published_model_reports(REFERENCE_DIR))]
+    speed = run_dir(cfg) / EFFICIENCY_FILE
+    efficiency = json.loads(speed.read_text(encoding="utf-8")) if speed.is_file() else None
+    return [*figures, update_readme(readme, report, block, published_model_reports(REFERENCE_DIR), efficiency)]
 
 
 def wall_time_line(manifest: dict) -> str:

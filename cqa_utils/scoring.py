@@ -105,6 +105,14 @@ def encode_request(tokenizer, request: ScoreRequest, start_id: int) -> tuple[lis
     return context_ids, continuation_ids
 
 
+def request_tokens(tokenizer, requests: list[ScoreRequest], start_token: str | None = None) -> tuple[int, int]:
+    """(tokens forwarded, tokens scored) when :func:`score_requests` scores these requests, padding excluded:
+    the counts the machine's bound is charged with (:mod:`cqa_utils.bound`)."""
+    start_id = start_token_id(tokenizer, start_token)
+    encoded = [encode_request(tokenizer, r, start_id) for r in requests]
+    return sum(len(ctx) + len(cont) for ctx, cont in encoded), sum(len(cont) for _, cont in encoded)
+
+
 def max_context(model) -> int | None:
     return getattr(model.config, "max_position_embeddings", None)
 

@@ -1,6 +1,7 @@
 """The notebooks: structure checks (fast) and a papermill smoke run of the whole pipeline."""
 
 import io
+import json
 
 import nbformat
 import pytest
@@ -74,10 +75,18 @@ def test_smoke_pipeline_runs_every_notebook(smoke_run):
     assert "  [02] training: " in terminal and " step in " in terminal  # progress reached the terminal
     assert "  [03] scoring epoch-" in terminal
     assert "=== wall time per stage" in terminal and "  total" in terminal
+    # The run's efficiency: each stage's own wall time against this machine's bound on its work.
+    efficiency = {s["stage"]: s for s in json.loads((run / "efficiency.json").read_text(encoding="utf-8"))["stages"]}
+    for spec in STAGES:
+        env = json.loads((run / spec.folder / "environment.json").read_text(encoding="utf-8"))
+        assert efficiency[spec.key]["seconds"] == env["stage_seconds"]
+    assert all(efficiency[k]["gflop"] > 0 and efficiency[k]["bound_seconds"] > 0 for k in ("02", "03"))
+    assert "=== efficiency against this machine's matmul bound" in terminal
     # A second run is a no-op for every stage: nothing is recomputed.
-    before = {p: p.stat().st_mtime_ns for p in run.rglob("DONE")}
+    records = [*run.rglob("DONE"), run / "efficiency.json"]  # nor is the bound measured again
+    before = {p: p.stat().st_mtime_ns for p in records}
     run_pipeline("smoke", overrides={"run.results_dir": str(run.parent)})
-    assert before == {p: p.stat().st_mtime_ns for p in run.rglob("DONE")}
+    assert before == {p: p.stat().st_mtime_ns for p in records}
 
 
 def test_failing_notebook_is_named_with_its_cell_and_readable_as_html(tmp_path):

@@ -18,11 +18,12 @@ items of its group, and each slot of its own y alone. Writes, under the output f
 - ``pairs.jsonl``: the exact prefix and continuation strings scored, one per line, with
   the condition, whose constraints the prefix holds and the item's extra fields (``extra``);
 - ``tokens.parquet``: per-token log-probs (nats) under cond and uncond, for the token views.
+- ``timing.csv``: per checkpoint, requests (and how many the base-score cache answered), seconds, and
+  the tokens that reached the model (forwarded, scored, batches), which ``efficiency.json`` charges.
 """
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ from ..prompts import continuation, control_prefixes, scoring_prefixes
 from ..run_lock import is_rank_zero, locked
 from ..runs import atomic_path, inside, open_stage, stage_dir, stage_outputs, write_csv, write_jsonl
 from ..score_cache import ScoreCache, score_with_cache
-from ..scoring import ScoreRequest, TokenScores, logprob_sum, score_requests
+from ..scoring import ScoreRequest, TokenScores, logprob_sum, request_tokens, score_requests
 from ..stats import headline_epoch
 
 TOKEN_CONDITIONS = ("cond", "uncond")  # the conditions tokens.parquet keeps
@@ -211,14 +212,20 @@ def score_items(model, tokenizer, items: list[BenchmarkItem], checkpoints: list[
         chosen = (controls or {}).get(checkpoint.name, NO_CONTROLS)
         requests, pairs = build_requests(items, template, chosen)
         started = time.perf_counter()
+        forwarded = {"forwarded_tokens": 0, "scored_tokens": 0, "batches": 0}  # what reached the model
         with applied(model, checkpoint) as scorer:
-            score = functools.partial(score_requests, scorer, tokenizer, batch_size=batch_size,
-                                      start_token=start_token, desc=f"scoring {checkpoint.name}")
+            def score(misses: list[ScoreRequest]) -> list[TokenScores]:
+                tokens = request_tokens(tokenizer, misses, start_token)
+                forwarded.update(forwarded_tokens=tokens[0], scored_tokens=tokens[1],
+                                 batches=-(-len(misses) // batch_size))
+                return score_requests(scorer, tokenizer, misses, batch_size=batch_size, start_token=start_token,
+                                      desc=f"scoring {checkpoint.name}")
+
             results, hits = score_with_cache(cache if checkpoint.adapter is None else None, score, requests)
         timing.append({"checkpoint": checkpoint.name, "epoch": checkpoint.epoch, "requests": len(requests),
                        "cached": hits,
                        "with_controls": chosen is not NO_CONTROLS, "seconds": time.perf_counter() - started,
-                       "continuation_tokens": sum(r.n_tokens for r in results)})
+                       "continuation_tokens": sum(r.n_tokens for r in results), **forwarded})
         rows.extend(_score_rows(checkpoint, items, pairs, results))
         for pair in pairs:
             unique_pairs.setdefault(pair["key"], pair | {"checkpoints": []})["checkpoints"].append(checkpoint.name)
