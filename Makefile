@@ -71,7 +71,7 @@ lab: setup
 
 bench: setup
 	$(BIN)/python -m pip install --quiet trl==1.16.0 lm_eval==0.4.13 torch==2.13.0
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/run_all.py --readme
 
 validate: setup
 	$(BIN)/cqa validate data

@@ -1,52 +1,113 @@
-"""Scoring speed and agreement: cqa_utils.scoring vs lm-evaluation-harness, same requests.
+"""Scoring speed and agreement: cqa_utils.scoring vs lm-evaluation-harness on the same tokens,
+against this machine's fp32 bound, and merged vs unmerged adapters.
 
-Both score the same (prefix, continuation) pairs from the benchmark with the embedded
-model in fp32 on CPU. lm-eval gets the start token written into the context and both get
-lm-eval's whitespace split, so the two see identical token sequences; the report gives tokens/s for each, their ratio, and the
-largest difference between the summed log-probs (nats).
+Both score the same (prefix, continuation) pairs of the benchmark with the embedded model in
+fp32 on CPU. lm-eval gets the start token written into the context and both get lm-eval's
+whitespace split, so the two see identical token sequences. Each is timed ``repeats`` times
+and the median is kept. The bound counts 2·N_body per forwarded token + 2·N_head per scored
+token (:mod:`cqa_utils.bound`), timed at the batches' own mean row counts.
 """
 from __future__ import annotations
 
+import statistics
+import tempfile
 import time
 
 
-def run(n_items: int = 12, batch_size: int = 8) -> dict:
+def project_requests(n_items: int):
+    """(cfg, requests) of the first items in lm-eval's split: the context's trailing whitespace moves into the
+    continuation (lm-eval scores it there), so both scorers see the same tokens."""
+    from cqa_utils.config import load_config
+    from cqa_utils.scoring import ScoreRequest
+    from cqa_utils.stages.logprobs import benchmark_items, build_requests
+
+    cfg = load_config("default")
+    built, _ = build_requests(benchmark_items(cfg)[:n_items], cfg.prompt.template)
+    return cfg, [ScoreRequest(r.key, r.prefix.rstrip(), r.prefix[len(r.prefix.rstrip()):] + r.continuation)
+                 for r in built]
+
+
+def timed(fn, repeats: int) -> tuple[float, list[float], object]:
+    """(median seconds, every timing, the last result) of ``fn()`` run ``repeats`` times."""
+    times, result = [], None
+    for _ in range(repeats):
+        began = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times), [round(t, 3) for t in times], result
+
+
+def scoring_bound(model, tokenizer, requests, batch_size: int, start_token: str, seconds: float, dtype="float32"):
+    """(bound record, fraction of the bound reached by a scoring pass that took ``seconds``)."""
+    from cqa_utils.bound import linear_shapes, measure_bound, scoring_work
+    from cqa_utils.scoring import request_tokens
+
+    shapes = linear_shapes(model)
+    forwarded, scored = request_tokens(tokenizer, requests, start_token)
+    batches = -(-len(requests) // batch_size)
+    bound = measure_bound(shapes, dtype=dtype, rows=forwarded / batches, head_rows=scored / batches)
+    at_bound = bound.seconds(scoring_work(forwarded, scored), shapes)
+    return {**bound.as_dict(), "forwarded_tokens": forwarded, "scored_tokens": scored,
+            "bound_seconds": round(at_bound, 2)}, at_bound / seconds
+
+
+def _adapter_merge(model, tokenizer, requests, batch_size: int, start_token: str) -> dict:
+    """Merged (what stage 03 does) vs peft's unmerged LoRA layers, on a random r=16 adapter."""
+    import numpy as np
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from cqa_utils.scoring import logprob_sum, score_requests
+    from cqa_utils.stages.logprobs import Checkpoint, applied
+
+    folder = tempfile.mkdtemp()
+    lora = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", init_lora_weights=False)  # B ≠ 0
+    wrapped = get_peft_model(model, lora)  # injects LoRA layers into the base in place
+    wrapped.save_pretrained(folder)
+    model = wrapped.unload()  # and takes them out again, unmerged
+    score = lambda m: score_requests(m, tokenizer, requests, batch_size=batch_size, start_token=start_token,  # noqa: E731
+                                     progress=False)
+
+    def merged():
+        with applied(model, Checkpoint("random", 1, folder)) as scorer:
+            return score(scorer)
+
+    merged_s, _, merged_scores = timed(merged, 1)
+    peft_model = PeftModel.from_pretrained(model, folder, is_trainable=False)
+    unmerged_s, _, unmerged_scores = timed(lambda: score(peft_model), 1)
+    peft_model.unload()
+    per_token = max(float(np.abs(a.logprobs - b.logprobs).max()) for a, b in zip(merged_scores, unmerged_scores))
+    sums = max(abs(logprob_sum(a) - logprob_sum(b)) for a, b in zip(merged_scores, unmerged_scores))
+    return {"merged_seconds": round(merged_s, 2), "unmerged_seconds": round(unmerged_s, 2),
+            "speedup": round(unmerged_s / merged_s, 2), "max_abs_diff_nats_per_token": per_token,
+            "max_abs_diff_nats_sum": sums}
+
+
+def run(n_items: int = 12, batch_size: int = 8, repeats: int = 3) -> dict:
     import numpy as np
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
 
-    from cqa_utils.config import load_config
-    from cqa_utils.stages.logprobs import benchmark_items, build_requests
     from cqa_utils.models import load_model
-    from cqa_utils.scoring import ScoreRequest, encode_request, logprob_sum, score_requests, start_token_id
+    from cqa_utils.scoring import logprob_sum, score_requests
 
-    cfg = load_config("default")
+    cfg, requests = project_requests(n_items)
     model, tokenizer = load_model(cfg.model)
-    project_requests, _ = build_requests(benchmark_items(cfg)[:n_items], cfg.prompt.template)
-    # lm-eval moves *all* trailing whitespace of the context (our "\n") into the continuation
-    # and scores it; give both scorers that same split so they score the same tokens.
-    requests = [ScoreRequest(r.key, r.prefix.rstrip(), r.prefix[len(r.prefix.rstrip()):] + r.continuation)
-                for r in project_requests]
-    start = start_token_id(tokenizer, cfg.model.start_token)
-    tokens = sum(len(c) + len(x) for c, x in (encode_request(tokenizer, r, start) for r in requests))
-
-    score_requests(model, tokenizer, requests[:2], progress=False)  # warm-up
-    began = time.perf_counter()
-    ours = score_requests(model, tokenizer, requests, batch_size=batch_size, start_token=cfg.model.start_token,
-                          progress=False)
-    ours_s = time.perf_counter() - began
-
+    start = cfg.model.start_token
+    score_requests(model, tokenizer, requests[:2], start_token=start, progress=False)  # warm-up
+    ours_s, ours_times, ours = timed(lambda: score_requests(model, tokenizer, requests, batch_size=batch_size,
+                                                            start_token=start, progress=False), repeats)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, device="cpu", batch_size=batch_size, logits_cache=False)
-    instances = [Instance("loglikelihood", {}, (cfg.model.start_token + r.prefix, r.continuation), i)
-                 for i, r in enumerate(requests)]
-    began = time.perf_counter()
-    theirs = lm.loglikelihood(instances, disable_tqdm=True)
-    theirs_s = time.perf_counter() - began
-
+    instances = [Instance("loglikelihood", {}, (start + r.prefix, r.continuation), i) for i, r in enumerate(requests)]
+    theirs_s, theirs_times, theirs = timed(lambda: lm.loglikelihood(instances, disable_tqdm=True), repeats)
     diff = np.abs(np.array([logprob_sum(s) for s in ours]) - np.array([t[0] for t in theirs]))
+    bound, fraction = scoring_bound(model, tokenizer, requests, batch_size, start, ours_s)
+    tokens = bound["forwarded_tokens"]
     return {
-        "requests": len(requests), "tokens": tokens, "batch_size": batch_size,
-        "cqa_tokens_per_s": round(tokens / ours_s, 1), "lm_eval_tokens_per_s": round(tokens / theirs_s, 1),
-        "speed_ratio_cqa_over_lm_eval": round(theirs_s / ours_s, 2),
+        "requests": len(requests), "batch_size": batch_size, "repeats": repeats, "precision": "float32",
+        "seconds": round(ours_s, 3), "times": ours_times, "lm_eval_seconds": round(theirs_s, 3),
+        "lm_eval_times": theirs_times, "tokens_per_s": round(tokens / ours_s, 1),
+        "lm_eval_tokens_per_s": round(tokens / theirs_s, 1), "ratio_vs_lm_eval": round(theirs_s / ours_s, 3),
         "max_abs_diff_nats": float(diff.max()), "mean_abs_diff_nats": float(diff.mean()),
+        "bound": bound, "fraction_of_bound": round(fraction, 3),
+        "adapter_merge": _adapter_merge(model, tokenizer, requests, batch_size, start),
     }

@@ -1,32 +1,140 @@
-"""Run every benchmark and write ``results/bench/<name>.json`` (``make bench``).
+"""Run every benchmark and write ``results/bench/bench.json`` and ``bench.md`` (``make bench``).
 
-Numbers are ratios against the ecosystem's own tools measured in the same process, on
-the machine at hand: re-run them rather than trusting figures from another CPU.
+Each phase runs in a fresh (spawned) process, so its peak resident memory is its own.
+Numbers are measured on the machine at hand, against the ecosystem's own tools and the
+machine's matmul bound in the same run: re-run them rather than trusting another CPU's.
+``--readme`` also writes the table into README.md's ``bench`` block.
 """
 from __future__ import annotations
 
+import argparse
+import concurrent.futures
 import json
+import multiprocessing
+import platform
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench_scoring  # noqa: E402
-import bench_training  # noqa: E402
-
-from cqa_utils.runs import environment_record, write_json  # noqa: E402
 from cqa_utils.config import PROJECT_ROOT, load_config  # noqa: E402
+from cqa_utils.report import replace_block  # noqa: E402
+from cqa_utils.runs import environment_record, write_json, write_text  # noqa: E402
+
+PHASES = ("bound", "scoring", "training", "scaling")
+GOALS = {  # the performance issue's targets: (direction, value)
+    ("scoring", "ratio_vs_lm_eval"): (">=", 1.15), ("scoring", "max_abs_diff_nats"): ("<=", 2e-4),
+    ("scoring", "fraction_of_bound"): (">=", 0.85), ("training", "ratio_vs_trl"): (">=", 1.5),
+    ("training", "fraction_of_bound"): (">=", 0.5), ("peak_rss_gib", "max"): ("<=", 8.0),
+}
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
-def main() -> int:
-    out = PROJECT_ROOT / "results" / "bench"
-    for name, bench in (("scoring", bench_scoring), ("training", bench_training)):
+def machine_bound() -> dict:
+    """The machine's sustained matmul rate, fp32 and bf16, on the embedded model's own Linear shapes."""
+    from cqa_utils.bound import measure_bound
+    from cqa_utils.efficiency import model_shapes
+
+    shapes = model_shapes(load_config("default").model.name)
+    return {"shapes": shapes.as_dict(), **{dtype: measure_bound(shapes, dtype=dtype, rows=512, head_rows=512,
+                                                                backward=True).as_dict()
+                                           for dtype in ("float32", "bfloat16")}}
+
+
+def _phase(name: str) -> dict:
+    """One phase, in its own process; returns its result and the process's peak RSS."""
+    import bench_scaling
+    import bench_scoring
+    import bench_training
+
+    from cqa_utils.runs import peak_rss_gib
+
+    run = {"bound": machine_bound, "scoring": bench_scoring.run, "training": bench_training.run,
+           "scaling": bench_scaling.run}[name]
+    return {**run(), "peak_rss_gib": peak_rss_gib()}
+
+
+def _met(value: float, goal: tuple[str, float]) -> str:
+    return "yes" if (value >= goal[1] if goal[0] == ">=" else value <= goal[1]) else "**no**"
+
+
+def bench_markdown(bench: dict) -> str:
+    """The README's table: each measure, its goal, whether it is met; then the scaling points."""
+    s, t, rss = bench["scoring"], bench["training"], bench["peak_rss_gib"]
+    rows = [
+        ("scoring: speed vs lm-eval `HFLM.loglikelihood`, same tokens (median of "
+         f"{s['repeats']})", s["ratio_vs_lm_eval"], f"{s['ratio_vs_lm_eval']:.2f}× ({s['tokens_per_s']:.0f} vs "
+         f"{s['lm_eval_tokens_per_s']:.0f} tok/s)", ("scoring", "ratio_vs_lm_eval")),
+        ("scoring: largest difference from lm-eval", s["max_abs_diff_nats"], f"{s['max_abs_diff_nats']:.1e} nats",
+         ("scoring", "max_abs_diff_nats")),
+        ("scoring: share of the fp32 bound", s["fraction_of_bound"], f"{s['fraction_of_bound']:.0%}",
+         ("scoring", "fraction_of_bound")),
+        ("training: speed vs TRL `SFTTrainer`", t["ratio_vs_trl"], f"{t['ratio_vs_trl']:.2f}× (final loss ratio "
+         f"{t['final_loss_vs_trl']:.4f})", ("training", "ratio_vs_trl")),
+        (f"training: share of the {t['precision']} bound", t["fraction_of_bound"], f"{t['fraction_of_bound']:.0%}",
+         ("training", "fraction_of_bound")),
+        ("peak RSS (scoring / training / max)", rss["max"], f"{rss['scoring']:.1f} / {rss['training']:.1f} / "
+         f"{rss['max']:.1f} GiB", ("peak_rss_gib", "max")),
+    ]
+    lines = ["| measure | this machine | goal | met |", "|---|---|---|---|"]
+    for label, value, shown, key in rows:
+        goal = GOALS[key]
+        lines.append(f"| {label} | {shown} | {goal[0].replace('>=', '≥').replace('<=', '≤')} {goal[1]:g} | "
+                     f"{_met(value, goal)} |")
+    merge = s["adapter_merge"]
+    b = bench["bound"]
+    env = bench["environment"]
+    lines += ["", f"Bound on the model's shapes at 512 rows: fp32 {b['float32']['body_gflops']:.0f} GFLOP/s body, "
+                  f"{b['float32']['head_gflops']:.0f} head; bf16 {b['bfloat16']['body_gflops']:.0f} body, "
+                  f"{b['bfloat16']['head_gflops']:.0f} head. Adapters merged for scoring: "
+                  f"{merge['speedup']:.2f}× the unmerged LoRA layers, at most "
+                  f"{merge['max_abs_diff_nats_per_token']:.1e} nats/token apart.",
+              "", "| scaling | size | tokens | seconds | tok/s | share of bound |", "|---|---|---:|---:|---:|---:|"]
+    for kind in ("scoring", "training"):
+        for p in bench["scaling"][kind]:
+            tokens = p.get("forwarded_tokens", p.get("tokens"))
+            lines.append(f"| {kind} by {p['axis']} | {p['size']} | {tokens} | {p['seconds']:.1f} | "
+                         f"{p['tokens_per_s']:.0f} | {p['fraction_of_bound']:.0%} |")
+    lines += ["", f"Measured {bench['finished'][:10]} on {bench['machine']['processor']} "
+                  f"({env['torch_threads']} threads, CPU capability {env['cpu_capability']}), torch "
+                  f"{env['packages']['torch']}; `results/bench/bench.json` holds every raw time."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--readme", action="store_true", help="also write the table into README.md")
+    args = parser.parse_args(argv)
+    bench = {}
+    for name in PHASES:
         print(f"=== {name}", flush=True)
-        result = bench.run()
-        result["environment"] = environment_record(load_config("default"))
-        write_json(out / f"{name}.json", result)
-        print(json.dumps({k: v for k, v in result.items() if k != "environment"}, indent=2), flush=True)
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            bench[name] = pool.submit(_phase, name).result()
+        print(json.dumps(bench[name], indent=1)[:2000], flush=True)
+    bench["peak_rss_gib"] = {name: bench[name]["peak_rss_gib"] for name in PHASES}
+    bench["peak_rss_gib"]["max"] = max(bench["peak_rss_gib"].values())
+    import torch  # noqa: F401  (loaded, so the environment record holds threads and CPU capability)
+
+    bench["environment"] = environment_record(load_config("default"))
+    bench["machine"] = {"processor": _cpu_name(), "machine": platform.machine()}
+    bench["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    out = PROJECT_ROOT / "results" / "bench"
+    write_json(out / "bench.json", bench)
+    table = bench_markdown(bench)
+    write_text(out / "bench.md", table + "\n")
+    print(table)
+    if args.readme:
+        readme = PROJECT_ROOT / "README.md"
+        write_text(readme, replace_block(readme.read_text(encoding="utf-8"), BEGIN, END, table, readme))
     return 0
+
+
+def _cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

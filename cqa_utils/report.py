@@ -213,7 +213,8 @@ def audit_markdown(conclusion: dict, shares, hand) -> str:
     return "\n".join(lines)
 
 
-def _replace_block(text: str, begin: str, end: str, body: str, where: Path) -> str:
+def replace_block(text: str, begin: str, end: str, body: str, where: Path) -> str:
+    """``text`` with what lies between the ``begin`` and ``end`` markers replaced by ``body``."""
     if begin not in text or end not in text:
         raise ValueError(f"{where}: the markers {begin} … {end} are missing")
     head, rest = text.split(begin, 1)
@@ -228,13 +229,13 @@ def update_readme(readme: Path, report: dict | None = None, audit: str | None = 
     efficiency table (from ``efficiency``, the run's efficiency.json) in place."""
     text = readme.read_text(encoding="utf-8")
     if efficiency is not None:
-        text = _replace_block(text, EFFICIENCY_BEGIN, EFFICIENCY_END, efficiency_markdown(efficiency), readme)
+        text = replace_block(text, EFFICIENCY_BEGIN, EFFICIENCY_END, efficiency_markdown(efficiency), readme)
     if report is not None:
-        text = _replace_block(text, BEGIN, END, results_markdown(report), readme)
+        text = replace_block(text, BEGIN, END, results_markdown(report), readme)
     if audit is not None:
-        text = _replace_block(text, AUDIT_BEGIN, AUDIT_END, audit, readme)
+        text = replace_block(text, AUDIT_BEGIN, AUDIT_END, audit, readme)
     if models:
-        text = _replace_block(text, MODELS_BEGIN, MODELS_END, models_markdown(models), readme)
+        text = replace_block(text, MODELS_BEGIN, MODELS_END, models_markdown(models), readme)
     return write_text(readme, text)
 
 
@@ -296,5 +297,5 @@ def publish_grid(grid_file: Path | str, readme: Path = PROJECT_ROOT / "README.md
         raise FileNotFoundError(f"no notebook 06 output for grid {grid.name!r} in {[str(c) for c in candidates]}; "
                                 f"run notebook 06 (cqa sweep runs it when the grid is finished)")
     block = robustness_markdown(json.loads(found.read_text(encoding="utf-8"))) + "\n\n" + wall_time_line(manifest)
-    text = _replace_block(readme.read_text(encoding="utf-8"), GRID_BEGIN, GRID_END, block, readme)
+    text = replace_block(readme.read_text(encoding="utf-8"), GRID_BEGIN, GRID_END, block, readme)
     return write_text(readme, text)

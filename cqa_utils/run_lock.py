@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from .runs import run_dir
+from .runs import is_rank_zero, run_dir
 
 LOCK_NAME = ".lock"
 PARENT_ENV = "CQA_RUN_LOCK_PARENT"  # pid of a `cqa run` holding the lock for the kernels it starts
@@ -80,11 +80,6 @@ def _acquire(path: Path, what: str) -> None:
             json.dump(record, handle)
         return
     raise RunLocked(f"{path}: another writer took the lock while a stale one was cleared")
-
-
-def is_rank_zero() -> bool:
-    """True in a single process and on rank 0 of a torchrun/accelerate job: the one that writes."""
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 @contextlib.contextmanager

@@ -177,6 +177,11 @@ def peak_rss_gib() -> float:
 
 # --- stages ----------------------------------------------------------------------------
 
+def is_rank_zero() -> bool:
+    """True in a single process and on rank 0 of a torchrun/accelerate job: the one that writes."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def stage_dir(cfg: Config, stage: str) -> Path:
     """``results/<run>/<NN_stage>`` for a stage key like ``"03"`` or a folder name."""
     return run_dir(cfg) / get_stage(stage).folder
@@ -254,8 +259,9 @@ def open_stage(cfg: Config, stage: str, force: bool = False, extra_env: dict | N
     if is_done(path):
         (path / "DONE").unlink()
     path.mkdir(parents=True, exist_ok=True)
-    write_text(path / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    write_json(path / "environment.json", environment_record(cfg, extra_env))
+    if is_rank_zero():  # the ranks of a multi-process job share one record, written once
+        write_text(path / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        write_json(path / "environment.json", environment_record(cfg, extra_env))
     return Stage(cfg, path, skipped=False)
 
 

@@ -78,17 +78,24 @@ class ScoreCache:
                 for r, s in zip(requests, results)])
 
 
-def score_with_cache(cache: ScoreCache | None, score, requests: list[ScoreRequest]) -> tuple[list[TokenScores], int]:
+def score_with_cache(cache: ScoreCache | None, score, requests: list[ScoreRequest],
+                     write: bool = True) -> tuple[list[TokenScores], int]:
     """``score(requests)`` for the misses only; (results in input order, number of hits).
 
     A miss is stored, then every request is answered from the store, so requests of equal
-    text get equal numbers within a run and across runs alike.
+    text get equal numbers within a run and across runs alike. ``write=False`` (ranks > 0 of
+    a multi-process job, whose results rank 0 also holds and writes) answers the misses from
+    the fresh scores and leaves the store to rank 0.
     """
     if cache is None:
         return score(requests), 0
     hits = cache.get(requests)
     missing = [r for r in requests if r.key not in hits]
+    fresh = score(missing) if missing else []
+    if not write:
+        found = hits | {r.key: s for r, s in zip(missing, fresh)}
+        return [found[r.key] for r in requests], len(hits)
     if missing:
-        cache.put(missing, score(missing))
+        cache.put(missing, fresh)
     stored = cache.get(requests)
     return [stored[r.key] for r in requests], len(hits)

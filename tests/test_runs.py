@@ -24,6 +24,14 @@ def test_stage_writes_config_environment_and_done_last(cfg):
     assert env["stage_seconds"] >= 0 and env["peak_rss_gib"] > 0
 
 
+def test_only_rank_zero_of_a_multi_process_job_writes_the_stage_record(cfg, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    stage = open_stage(cfg, "00")
+    assert stage.path.is_dir() and not any(stage.path.iterdir())
+    monkeypatch.setenv("RANK", "0")
+    assert {p.name for p in open_stage(cfg, "00").path.iterdir()} == {"config.yaml", "environment.json"}
+
+
 def test_the_stage_record_holds_the_peak_memory_in_gib(cfg):
     stage = open_stage(cfg, "04")
     held = bytearray(512 * 2 ** 20)  # 0.5 GiB, touched page by page so it is resident

@@ -85,3 +85,15 @@ def test_requests_of_equal_text_get_equal_numbers_within_and_across_runs(tmp_pat
     again, hits = score_with_cache(cache, score, twins[::-1])
     assert hits == 2
     assert {float(s.logprobs[0]) for s in first + again} == {-1.0}
+
+
+def test_a_rank_that_does_not_write_gets_the_same_answers_and_leaves_the_store_alone(tmp_path):
+    cache = ScoreCache.for_model(tmp_path, "a" * 64, "float32", "<|endoftext|>", "plain")
+    score_with_cache(cache, fake_scorer([]), REQUESTS[:1])
+    calls = []
+    got, hits = score_with_cache(cache, fake_scorer(calls), REQUESTS, write=False)
+    assert hits == 1 and calls == [["k1", "k2"]] and [s.key for s in got] == ["k0", "k1", "k2"]
+    assert set(cache.get(REQUESTS)) == {"k0"}  # nothing new stored
+    writer, _ = score_with_cache(cache, fake_scorer([]), REQUESTS)
+    for a, b in zip(got, writer):
+        np.testing.assert_array_equal(a.logprobs, b.logprobs)

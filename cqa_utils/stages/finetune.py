@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..config import Config
 from ..run_lock import locked
-from ..runs import open_stage, saved_config, stage_dir, write_csv, write_json
+from ..runs import is_rank_zero, open_stage, saved_config, stage_dir, write_csv, write_json
 from ..training import (IGNORE_INDEX, latest_checkpoint, lengths_frame, log_frame, lora_config, report_progress,
                         study_callbacks, target_only_trainer, tokenize_examples, training_annotations,
                         training_arguments, world_size)
@@ -115,7 +115,7 @@ def run_finetune(cfg: Config, force: bool = False) -> dict[str, Path]:
     if resume:
         print(f"resuming from {resume}")
     trainer.train(resume_from_checkpoint=resume)
-    if not trainer.is_world_process_zero():
+    if not is_rank_zero():  # launched as several processes: rank 0 writes
         return {}
 
     summary = training_summary(cfg, examples, trainer, plan, callbacks[0].session_start, resume)

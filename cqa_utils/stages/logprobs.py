@@ -33,8 +33,8 @@ from ..controls import KINDS, MEASURES, control_values, delta_column, mismatched
 from ..data import CONSTRAINT_TYPES, BenchmarkItem, load_benchmark
 from ..overlap import overlap_share, shared_words
 from ..prompts import continuation, control_prefixes, scoring_prefixes
-from ..run_lock import is_rank_zero, locked
-from ..runs import atomic_path, inside, open_stage, stage_dir, stage_outputs, write_csv, write_jsonl
+from ..run_lock import locked
+from ..runs import atomic_path, inside, is_rank_zero, open_stage, stage_dir, stage_outputs, write_csv, write_jsonl
 from ..score_cache import ScoreCache, score_with_cache
 from ..scoring import ScoreRequest, TokenScores, logprob_sum, request_tokens, score_requests
 from ..stats import headline_epoch
@@ -221,7 +221,8 @@ def score_items(model, tokenizer, items: list[BenchmarkItem], checkpoints: list[
                 return score_requests(scorer, tokenizer, misses, batch_size=batch_size, start_token=start_token,
                                       desc=f"scoring {checkpoint.name}")
 
-            results, hits = score_with_cache(cache if checkpoint.adapter is None else None, score, requests)
+            results, hits = score_with_cache(cache if checkpoint.adapter is None else None, score, requests,
+                                             write=is_rank_zero())
         timing.append({"checkpoint": checkpoint.name, "epoch": checkpoint.epoch, "requests": len(requests),
                        "cached": hits,
                        "with_controls": chosen is not NO_CONTROLS, "seconds": time.perf_counter() - started,
