@@ -212,10 +212,11 @@ def test_run_figures_writes_every_figure_and_copies_them(tmp_path, monkeypatch):
     from cqa_utils.analysis import stats_report
 
     monkeypatch.setattr(runs, "git_commit", lambda: None)
+    monkeypatch.setattr(figures, "REFERENCE_DIR", tmp_path / "reference")  # no published runs of other models
     cfg = load_config("smoke", {"run.results_dir": str(tmp_path), "run.name": "t",
                                 "stats.headline_epoch": 5})  # beyond the 2 scored epochs
     scores = make_scores(3)
-    report = stats_report(scores, n_boot=100, n_perm=100)
+    report = stats_report(scores, n_boot=100, n_perm=100) | {"headline_epoch": 2, "run": {"name": "t", "model": cfg.model.name}}
     shares, hand, ours = make_shares()
     files = {"01": {"shares": shares.drop(columns="boot"), "shares_hand_labels": hand.drop(columns="boot"),
                     "shares_annotations": ours}, "02": {"train_log": make_log()},
@@ -238,6 +239,15 @@ def test_run_figures_writes_every_figure_and_copies_them(tmp_path, monkeypatch):
     copied = rep.copy_figures(cfg, tmp_path / "figures")
     assert len(copied) == 14 and all(p.stat().st_size > 0 for p in copied)
 
+    # A run of another model published in reference/ adds the comparison figure, drawn from both reports.
+    runs.write_json(tmp_path / "reference" / "other" / "04_stats" / "stats.json",
+                    report | {"run": {"name": "other", "model": "embedded:gemma3-270m"}})
+    runs.write_json(tmp_path / "reference" / "t" / "04_stats" / "stats.json", report)  # this run, published: once
+    reports = figures.model_reports(report)
+    assert [(r["run"]["name"], r["run"]["model"]) for r in reports] == [("t", cfg.model.name), ("other", "embedded:gemma3-270m")]
+    paths = figures.run_figures(cfg, force=True)
+    assert {"fig_k_across_models.png", "fig_k_across_models.pdf"} <= set(paths)
+
 
 def test_figure_epoch_falls_back_to_the_last_scored_epoch():
     from cqa_utils.stages.figures import figure_epoch
@@ -247,3 +257,21 @@ def test_figure_epoch_falls_back_to_the_last_scored_epoch():
     assert figure_epoch(scores[scores.epoch != 1], 1) == 2
     with pytest.raises(ValueError, match="only epoch 0"):
         figure_epoch(scores[scores.epoch == 0], 5)
+
+
+def test_the_across_models_figure_has_a_panel_per_kind_and_a_marker_per_run(agg_backend):
+    from cqa_utils.analysis import stats_report
+    from cqa_utils.model_plots import fig_across_models, headline_rows
+
+    report = stats_report(make_scores(3), n_boot=100, n_perm=100) | {"headline_epoch": 2}
+    reports = [report | {"run": {"name": name, "model": model}}
+               for name, model in (("default", "embedded:smollm2-135m-instruct"), ("gemma", "embedded:gemma3-270m"))]
+    rows = headline_rows(reports[1])
+    assert rows and all(r["epoch"] == 2 and r["measure"] == "sum" and r["model"] == "gemma3-270m" for r in rows)
+    fig = fig_across_models(reports)
+    kinds = {r["kind"] for r in rows}
+    assert len(fig.axes) == len(kinds)
+    legend = fig.axes[-1].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["smollm2-135m-instruct (default)", "gemma3-270m (gemma)"]
+    groups = {r["group"] for r in rows}
+    assert all(len(ax.containers) == 2 * len(groups) for ax in fig.axes)  # one error bar per group × run

@@ -2,8 +2,9 @@
 
 Reads ``01_data_audit/shares.csv``, ``02_finetune/train_log.csv``,
 ``03_logprobs/scores.csv`` + ``tokens.parquet`` and ``04_stats/stats.csv`` + ``stats.json``;
-writes ``results/<run>/05_figures/fig_<a..j>_*.png`` (300 dpi) and ``.pdf`` (h–j, the
-controls, only when stage 03 scored them).
+writes ``results/<run>/05_figures/fig_<a..k>_*.png`` (300 dpi) and ``.pdf`` (h–j, the
+controls, only when stage 03 scored them; k, across models, when this run and the runs
+published in ``reference/`` hold more than one model).
 ``cqa report`` copies the reference run's figures into the project's ``figures/`` folder.
 """
 from __future__ import annotations
@@ -12,8 +13,10 @@ import json
 from pathlib import Path
 from typing import Iterator
 
-from .. import audit_plots, control_plots, plots, token_plots
+from .. import audit_plots, control_plots, model_plots, plots, token_plots
 from ..config import Config
+from ..publish import REFERENCE_DIR
+from ..report import published_model_reports
 from ..run_lock import locked
 from ..runs import open_stage, stage_outputs
 
@@ -45,11 +48,25 @@ def load_inputs(cfg: Config) -> dict:
             "scores": pd.read_csv(logprobs["scores"], dtype={"item_id": str}),
             "tokens": pd.read_parquet(logprobs["tokens"]),
             "stats": pd.read_csv(stats["stats"]),
-            "paper": report["paper_epoch5"]}
+            "paper": report["paper_epoch5"],
+            "models": model_reports(report)}
+
+
+def model_reports(report: dict) -> list[dict]:
+    """This run's stage 04 report, then those of the single-model runs published in reference/
+    (one per model and run name: a published copy of this run is not drawn twice)."""
+    seen = {(report["run"]["model"], report["run"]["name"])}
+    reports = [report]
+    for other in published_model_reports(REFERENCE_DIR):
+        key = (other["run"]["model"], other["run"]["name"])
+        if key not in seen:
+            seen.add(key)
+            reports.append(other)
+    return reports
 
 
 def build_figures(inputs: dict, epoch: int) -> Iterator[tuple[str, object]]:
-    """(name, Figure) for figures a–j, built one at a time so each can be saved and closed."""
+    """(name, Figure) for figures a–k, built one at a time so each can be saved and closed."""
     scores = inputs["scores"]
     yield "fig_a_audit_shares", audit_plots.fig_audit_shares(
         inputs["shares"], inputs["shares_hand_labels"], inputs["shares_annotations"])
@@ -64,11 +81,13 @@ def build_figures(inputs: dict, epoch: int) -> Iterator[tuple[str, object]]:
         yield "fig_i_slot_delta_delta", control_plots.fig_slot_delta_delta(inputs["stats"], epoch)
     if "overlap" in scores:
         yield "fig_j_overlap_vs_delta_i", control_plots.fig_overlap_vs_delta_i(scores, epoch=0)
+    if len(model_plots.models_in(inputs["models"])) > 1:
+        yield "fig_k_across_models", model_plots.fig_across_models(inputs["models"])
 
 
 @locked
 def run_figures(cfg: Config, force: bool = False) -> dict[str, Path]:
-    """Build figures a–g from stages 01–04 and save PNG + PDF in 05_figures; returns files by name."""
+    """Build figures a–k from stages 01–04 and save PNG + PDF in 05_figures; returns files by name."""
     import matplotlib.pyplot as plt
 
     inputs = load_inputs(cfg)  # fails, naming the missing stage, before this stage is opened
