@@ -159,8 +159,10 @@ def results_markdown(report: dict) -> str:
               "Every kind of ΔI at the headline epoch (specific: own y minus the mean of K other items' y; "
               "intent / audience / reality: that slot alone):", "", *_kind_rows(report), ""]
     lines += [part for line in _controls_lines(report) + _selectivity_lines(report) for part in (line, "")]
-    lines += ["Figures: `figures/fig_a_audit_shares.png` … `figures/fig_j_overlap_vs_delta_i.png`; every number: "
-              f"`results/{run['name']}/04_stats/stats.csv`."]
+    where = f"`results/{run['name']}/04_stats/stats.csv`"
+    if (REFERENCE_DIR / run["name"] / "MANIFEST.json").is_file():
+        where += f", committed as `reference/{run['name']}/04_stats/stats.csv` (`cqa publish`)"
+    lines += [f"Figures: `figures/fig_a_audit_shares.png` onwards (notebook 05); every number: {where}."]
     return "\n".join(lines)
 
 
