@@ -105,7 +105,12 @@ def bench_markdown(bench: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--readme", action="store_true", help="also write the table into README.md")
+    parser.add_argument("--render", action="store_true", help="measure nothing: rewrite bench.md (and with "
+                                                                "--readme the README block) from bench.json")
     args = parser.parse_args(argv)
+    out = PROJECT_ROOT / "results" / "bench"
+    if args.render:
+        return publish(json.loads((out / "bench.json").read_text(encoding="utf-8")), out, args.readme)
     bench = {}
     for name in PHASES:
         print(f"=== {name}", flush=True)
@@ -119,14 +124,18 @@ def main(argv: list[str] | None = None) -> int:
     bench["environment"] = environment_record(load_config("default"))
     bench["machine"] = {"processor": _cpu_name(), "machine": platform.machine()}
     bench["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    out = PROJECT_ROOT / "results" / "bench"
     write_json(out / "bench.json", bench)
+    return publish(bench, out, args.readme)
+
+
+def publish(bench: dict, out: Path, readme: bool) -> int:
+    """Write bench.md (and the README block) from a bench record; print the table."""
     table = bench_markdown(bench)
     write_text(out / "bench.md", table + "\n")
     print(table)
-    if args.readme:
-        readme = PROJECT_ROOT / "README.md"
-        write_text(readme, replace_block(readme.read_text(encoding="utf-8"), BEGIN, END, table, readme))
+    if readme:
+        path = PROJECT_ROOT / "README.md"
+        write_text(path, replace_block(path.read_text(encoding="utf-8"), BEGIN, END, table, path))
     return 0
 
 

@@ -71,7 +71,7 @@ def scoring_record(run: Path) -> dict:
             "head_rows": timing["scored_tokens"].sum() / batches}
 
 
-def efficiency(cfg: Config, budget_s: float = 2.0) -> dict:
+def efficiency(cfg: Config, budget_s: float = 1.0) -> dict:
     """Measure the bound for this run's work and set each stage's wall time against it."""
     import torch
 
