@@ -156,6 +156,6 @@ def measure_bound(shapes: LinearShapes, *, dtype: str, rows: int, head_rows: int
     rows, head_rows = max(1, int(rows)), max(1, int(head_rows))
     body = matmul_gflops(shapes.body, rows, dtype, budget_s=budget_s)
     head = matmul_gflops({shapes.head: 1}, head_rows, dtype, budget_s=budget_s)
-    transposed = ({(o, i): n for (i, o), n in shapes.body.items()} if backward else None)
+    transposed = {(o, i): n for (i, o), n in shapes.body.items()}
     back = matmul_gflops(transposed, rows, dtype, budget_s=budget_s) if backward else None
     return Bound(dtype, rows, head_rows, body, head, back)

@@ -15,7 +15,7 @@ from pathlib import Path
 from .bound import LinearShapes, linear_shapes, measure_bound, scoring_work, training_work
 from .config import Config
 from .registry import STAGES, get_stage
-from .runs import is_done, run_dir, saved_config, write_json
+from .runs import is_done, require_done, run_dir, saved_config, write_json
 
 FILENAME = "efficiency.json"
 
@@ -41,9 +41,8 @@ def _stage_seconds(run: Path) -> dict[str, float]:
     return {k: v for k, v in seconds.items() if v is not None}
 
 
-def training_record(run: Path) -> dict:
-    """Tokens stage 02 trained in its last session, the rows per product and the precision."""
-    stage = run / "02_finetune"
+def training_record(stage: Path) -> dict:
+    """Tokens a finished stage 02 trained in its last session, the rows per product and the precision."""
     summary = json.loads((stage / "train_summary.json").read_text(encoding="utf-8"))
     batch = saved_config(stage)["train"]["batch_size"]
     total = summary["tokens_per_epoch"] * summary["epochs"]
@@ -55,11 +54,10 @@ def training_record(run: Path) -> dict:
             "resumed": summary.get("resumed_from") is not None}
 
 
-def scoring_record(run: Path) -> dict:
-    """Tokens stage 03 forwarded and scored (cache hits cost nothing), rows per batch and precision."""
+def scoring_record(stage: Path) -> dict:
+    """Tokens a finished stage 03 forwarded and scored (cache hits cost nothing), rows per batch and precision."""
     import pandas as pd
 
-    stage = run / "03_logprobs"
     timing = pd.read_csv(stage / "timing.csv")
     missing = {"forwarded_tokens", "scored_tokens", "batches"} - set(timing.columns)
     if missing:
@@ -76,11 +74,8 @@ def efficiency(cfg: Config, budget_s: float = 1.0) -> dict:
     import torch
 
     run = run_dir(cfg)
-    for key in ("02", "03"):
-        if not is_done(run / get_stage(key).folder):
-            raise FileNotFoundError(f"{run}: stage {key} has not finished; the efficiency needs stages 02 and 03")
+    train, score = training_record(require_done(cfg, "02")), scoring_record(require_done(cfg, "03"))
     shapes = model_shapes(cfg.model.name)
-    train, score = training_record(run), scoring_record(run)
     bounds = {
         "02": measure_bound(shapes, dtype=train["dtype"], rows=train["rows"], head_rows=train["head_rows"],
                             backward=True, budget_s=budget_s),
