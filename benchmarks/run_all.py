@@ -22,7 +22,7 @@ from cqa_utils.config import PROJECT_ROOT, load_config  # noqa: E402
 from cqa_utils.report import replace_block  # noqa: E402
 from cqa_utils.runs import environment_record, write_json, write_text  # noqa: E402
 
-PHASES = ("bound", "scoring", "training", "scaling")
+PHASES = ("bound", "scoring", "training", "profile", "scaling")
 GOALS = {  # the performance issue's targets: (direction, value)
     ("scoring", "ratio_vs_lm_eval"): (">=", 1.15), ("scoring", "max_abs_diff_nats"): ("<=", 2e-4),
     ("scoring", "fraction_of_bound"): (">=", 0.85), ("training", "ratio_vs_trl"): (">=", 1.5),
@@ -47,11 +47,12 @@ def _phase(name: str) -> dict:
     import bench_scaling
     import bench_scoring
     import bench_training
+    import profile_training
 
     from cqa_utils.runs import peak_rss_gib
 
     run = {"bound": machine_bound, "scoring": bench_scoring.run, "training": bench_training.run,
-           "scaling": bench_scaling.run}[name]
+           "profile": profile_training.run, "scaling": bench_scaling.run}[name]
     return {**run(), "peak_rss_gib": peak_rss_gib()}
 
 
@@ -90,6 +91,7 @@ def bench_markdown(bench: dict) -> str:
                   f"{b['bfloat16']['head_gflops']:.0f} head. Adapters merged for scoring: "
                   f"{merge['speedup']:.2f}× the unmerged LoRA layers, at most "
                   f"{merge['max_abs_diff_nats_per_token']:.1e} nats/token apart.",
+              *_profile_lines(bench.get("profile")),
               "", "| scaling | size | tokens | seconds | tok/s | share of bound |", "|---|---|---:|---:|---:|---:|"]
     for kind in ("scoring", "training"):
         for p in bench["scaling"][kind]:
@@ -100,6 +102,15 @@ def bench_markdown(bench: dict) -> str:
                   f"({env['torch_threads']} threads, CPU capability {env['cpu_capability']}), torch "
                   f"{env['packages']['torch']}; `results/bench/bench.json` holds every raw time."]
     return "\n".join(lines)
+
+
+def _profile_lines(profile: dict | None) -> list[str]:
+    """Where a training step's time went (torch.profiler), for records that have the profile phase."""
+    if not profile:
+        return []
+    kinds = ", ".join(f"{kind} {v['share']:.0%}" for kind, v in profile["by_kind"].items())
+    return ["", f"Training step profile ({profile['examples']} examples, {profile['precision']}, self CPU "
+                f"{profile['self_cpu_s']:.1f} s): {kinds}."]
 
 
 def main(argv: list[str] | None = None) -> int:
