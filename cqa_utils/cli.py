@@ -9,6 +9,7 @@ Copy-paste examples::
     cqa logprobs --config smoke --run try1                # stage 03 alone, in this process
     cqa sweep --grid configs/sweeps/controls.yaml         # arms × seeds, one run each, resumable
     cqa sweep --grid configs/sweeps/smoke.yaml --dry-run  # list the runs and what is finished
+    cqa sweep --grid configs/sweeps/controls.yaml --publish   # each finished run -> reference/ at once
     accelerate launch --multi_gpu --num_processes 4 -m cqa_utils.cli train --config paper-qwen2.5-7b
     ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 -m cqa_utils.cli train --config smoke
     torchrun --standalone --nproc_per_node 2 -m cqa_utils.cli logprobs --config smoke   # each rank scores a share
@@ -74,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--grid", required=True, help="grid file, e.g. configs/sweeps/controls.yaml")
     sweep.add_argument("--config", default=None, help="base config instead of the grid file's")
     sweep.add_argument("--dry-run", action="store_true", help="check the grid and list its runs; run nothing")
+    sweep.add_argument("--publish", action="store_true",
+                       help="publish each run to reference/ as soon as it finishes (a grid that spans sessions)")
 
     validate = sub.add_parser("validate", help="check annotations and benchmark files (schema, leakage, design rules)")
     validate.add_argument("path", nargs="?", default="data", help="data folder (default: data)")
@@ -137,7 +140,7 @@ def _dispatch(args) -> int:
     elif args.command == "sweep":
         from .sweep import run_sweep
 
-        run_sweep(args.grid, args.config, args.dry_run)
+        run_sweep(args.grid, args.config, args.dry_run, args.publish)
     elif args.command in ("train", "logprobs"):
         from .registry import get_stage
 
@@ -158,18 +161,14 @@ def _dispatch(args) -> int:
 
         for path in [publish_grid(args.grid)] if args.grid else publish(_resolve(args)):
             print(f"wrote {path}")
+    elif args.command == "publish" and args.grid:
+        from .sweep import load_grid, publish_finished
+
+        print(f"wrote {publish_finished(load_grid(args.grid), args.max_file_mb)}")
     elif args.command == "publish":
-        from .publish import publish_manifest, publish_run
+        from .publish import publish_run
 
-        if args.grid:
-            from .sweep import finished, load_grid, run_config
-
-            grid = load_grid(args.grid)
-            for run in (r for r in grid.runs if finished(grid, r)):
-                publish_run(run_config(grid, run), max_file_mb=args.max_file_mb)
-            print(f"wrote {publish_manifest(grid.manifest_path())}")
-        else:
-            publish_run(_resolve(args), max_file_mb=args.max_file_mb)
+        publish_run(_resolve(args), max_file_mb=args.max_file_mb)
     elif args.command == "efficiency":
         from .pipeline import report_efficiency
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,17 +159,31 @@ def _write_manifest(grid: Grid, status: dict, walls: dict) -> Path:
 
 
 def _previous_walls(grid: Grid, status: dict) -> dict[str, float]:
-    """Wall times of finished runs from an earlier manifest (a sweep resumed in a new session)."""
-    import json
-    path = grid.manifest_path()
-    if not path.is_file():
-        return {}
-    runs = json.loads(path.read_text(encoding="utf-8")).get("runs", [])
-    return {r["name"]: r["wall_s"] for r in runs if r.get("wall_s") and status.get(r["name"]) == "done"}
+    """Wall times of finished runs from an earlier manifest: this machine's, else the published
+    one (a sweep resumed in a fresh clone keeps the times measured in earlier sessions)."""
+    walls = {}
+    for path in (publish.REFERENCE_DIR / "sweeps" / f"{grid.name}.json", grid.manifest_path()):
+        if path.is_file():
+            runs = json.loads(path.read_text(encoding="utf-8")).get("runs", [])
+            walls |= {r["name"]: r["wall_s"] for r in runs if r.get("wall_s") and status.get(r["name"]) == "done"}
+    return walls
 
 
-def run_sweep(path: Path | str, config: str | None = None, dry_run: bool = False) -> Path:
-    """Run every unfinished run of the grid in order; returns the manifest's path."""
+def publish_finished(grid: Grid, max_file_mb: float = 8.0) -> Path:
+    """Publish every run finished on this machine (runs already only in ``reference/`` stay as
+    they are) and the grid's manifest; returns the published manifest."""
+    for run in grid.runs:
+        cfg = run_config(grid, run)
+        if run_location(grid, run) == run_dir(cfg):
+            publish.publish_run(cfg, publish.REFERENCE_DIR, max_file_mb)
+    return publish.publish_manifest(grid.manifest_path(), publish.REFERENCE_DIR)
+
+
+def run_sweep(path: Path | str, config: str | None = None, dry_run: bool = False,
+              publish_each: bool = False) -> Path:
+    """Run every unfinished run of the grid in order; returns the manifest's path. With
+    ``publish_each`` every finished run goes to ``reference/`` at once, so a session that
+    ends mid-grid loses at most the run in progress."""
     from .pipeline import run_pipeline
 
     grid = load_grid(path, config)
@@ -200,8 +215,12 @@ def run_sweep(path: Path | str, config: str | None = None, dry_run: bool = False
         walls[run.name] = round(time.perf_counter() - started, 1)
         status[run.name] = "done"
         manifest = _write_manifest(grid, status, walls)
+        if publish_each:
+            print(f"[sweep {grid.name}] published {publish_finished(grid)}", flush=True)
     print(f"\n[sweep {grid.name}] all {len(grid.runs)} runs finished; manifest {manifest}", flush=True)
     robustness_notebook(grid)
+    if publish_each:
+        publish.publish_manifest(manifest, publish.REFERENCE_DIR)
     return manifest
 
 

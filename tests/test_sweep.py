@@ -6,7 +6,7 @@ import yaml
 
 from cqa_utils import runs
 from cqa_utils.config import load_config
-from cqa_utils.sweep import finished, load_grid, run_config, run_sweep
+from cqa_utils.sweep import finished, load_grid, publish_finished, run_config, run_sweep
 
 
 def grid_file(tmp_path, **spec):
@@ -70,6 +70,31 @@ def test_a_published_run_counts_as_finished_so_a_grid_resumes_in_a_fresh_clone(t
     assert [finished(grid, r) for r in grid.runs] == [False, True, False, False]
     data = json.loads(run_sweep(path, dry_run=True).read_text())
     assert data["runs"][1]["status"] == "done" and data["runs"][1]["path"].endswith("reference/g-cot-2")
+
+
+def test_publishing_a_grid_keeps_its_wall_times_for_a_fresh_clone(tmp_path, monkeypatch):
+    import shutil
+
+    from cqa_utils import publish
+
+    monkeypatch.setattr(publish, "REFERENCE_DIR", tmp_path / "reference")
+    path = grid_file(tmp_path, stages="04")
+    grid = load_grid(path)
+    for run in grid.runs[:2]:
+        stage = runs.open_stage(run_config(grid, run), "04")
+        stage.finish({"stats": runs.write_text(stage.file("stats.csv"), "x\n1\n")})
+    manifest = run_sweep(path, dry_run=True)
+    data = json.loads(manifest.read_text())
+    data["runs"][0]["wall_s"], data["runs"][1]["wall_s"] = 3000.0, 3100.0   # as a real sweep records them
+    manifest.write_text(json.dumps(data))
+    publish_finished(grid)
+    assert sorted(p.name for p in publish.REFERENCE_DIR.iterdir()) == ["g-cot-1", "g-cot-2", "sweeps"]
+    shutil.rmtree(tmp_path / "results")                       # a fresh clone: only reference/ is left
+    data = json.loads(run_sweep(path, dry_run=True).read_text())
+    assert [r["wall_s"] for r in data["runs"]] == [3000.0, 3100.0, None, None]
+    assert [r["status"] for r in data["runs"]] == ["done", "done", "pending", "pending"]
+    published = json.loads(publish_finished(grid).read_text())  # nothing here to copy; the manifest still is
+    assert published["runs"][0]["path"] == "reference/g-cot-1"
 
 
 @pytest.mark.slow
