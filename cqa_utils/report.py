@@ -275,14 +275,19 @@ def publish(cfg: Config, readme: Path = PROJECT_ROOT / "README.md") -> list[Path
 
 
 def wall_time_line(manifest: dict) -> str:
-    """Measured time of a grid's runs (``wall_s`` of each finished run in the manifest)."""
-    walls = [r["wall_s"] for r in manifest["runs"] if r.get("status") == "done" and r.get("wall_s")]
+    """Measured time of a grid's runs (``wall_s`` of each finished run in the manifest), in total
+    and per run; a resumed run is marked, since its time covers only the session that finished it."""
+    timed = [r for r in manifest["runs"] if r.get("status") == "done" and r.get("wall_s")]
     done = sum(r.get("status") == "done" for r in manifest["runs"])
-    if not walls:
+    if not timed:
         return f"{done} of {len(manifest['runs'])} runs finished; no wall times recorded."
+    walls = sorted(r["wall_s"] for r in timed)
+    per_run = ", ".join(f"`{r['name']}` {r['wall_s'] / 60:.0f} min{' (resumed)' if r.get('resumed') else ''}"
+                        for r in timed)
+    note = (" A resumed run's time covers only the session that finished it."
+            if any(r.get("resumed") for r in timed) else "")
     return (f"{done} of {len(manifest['runs'])} runs finished; measured wall time {sum(walls) / 3600:.1f} h for "
-            f"{len(walls)} runs (per run {min(walls) / 60:.0f}–{max(walls) / 60:.0f} min, median "
-            f"{sorted(walls)[len(walls) // 2] / 60:.0f} min).")
+            f"{len(walls)} runs (median {walls[len(walls) // 2] / 60:.0f} min per run): {per_run}.{note}")
 
 
 def publish_grid(grid_file: Path | str, readme: Path = PROJECT_ROOT / "README.md") -> Path:

@@ -151,21 +151,24 @@ def finished(grid: Grid, run: SweepRun) -> bool:
 
 
 def _write_manifest(grid: Grid, status: dict, walls: dict) -> Path:
+    """``walls`` maps a finished run to its ``wall_s`` and ``resumed`` (part of the run was
+    done before the process that finished it started, so ``wall_s`` understates it)."""
     return write_json(grid.manifest_path(), {
         "grid": grid.name, "config": grid.config, "stages": grid.stages,
         "runs": [{"name": r.name, "overrides": r.overrides, "status": status[r.name],
-                  "wall_s": walls.get(r.name),
+                  **walls.get(r.name, {"wall_s": None, "resumed": False}),
                   "path": str(run_location(grid, r) or run_dir(run_config(grid, r)))} for r in grid.runs]})
 
 
-def _previous_walls(grid: Grid, status: dict) -> dict[str, float]:
+def _previous_walls(grid: Grid, status: dict) -> dict[str, dict]:
     """Wall times of finished runs from an earlier manifest: this machine's, else the published
     one (a sweep resumed in a fresh clone keeps the times measured in earlier sessions)."""
     walls = {}
     for path in (publish.REFERENCE_DIR / "sweeps" / f"{grid.name}.json", grid.manifest_path()):
         if path.is_file():
             runs = json.loads(path.read_text(encoding="utf-8")).get("runs", [])
-            walls |= {r["name"]: r["wall_s"] for r in runs if r.get("wall_s") and status.get(r["name"]) == "done"}
+            walls |= {r["name"]: {"wall_s": r["wall_s"], "resumed": r.get("resumed", False)}
+                      for r in runs if r.get("wall_s") and status.get(r["name"]) == "done"}
     return walls
 
 
@@ -199,11 +202,11 @@ def run_sweep(path: Path | str, config: str | None = None, dry_run: bool = False
             print(f"  {status[r.name]:<8} {r.name}  {r.overrides}")
         return manifest
     for i, run in enumerate(todo, 1):
-        eta = (f"~{sum(walls.values()) / len(walls) * (len(todo) - i + 1) / 60:.0f} min left "
+        eta = (f"~{sum(w['wall_s'] for w in walls.values()) / len(walls) * (len(todo) - i + 1) / 60:.0f} min left "
                f"(mean of {len(walls)} finished run(s))"
                if walls else "time left known after the first run")
         print(f"\n[sweep {grid.name}] run {i}/{len(todo)}: {run.name} {run.overrides} — {eta}", flush=True)
-        started = time.perf_counter()
+        started, resumed = time.perf_counter(), run_dir(run_config(grid, run)).exists()
         status[run.name] = "running"
         _write_manifest(grid, status, walls)
         try:
@@ -212,7 +215,7 @@ def run_sweep(path: Path | str, config: str | None = None, dry_run: bool = False
             status[run.name] = "failed"
             _write_manifest(grid, status, walls)
             raise
-        walls[run.name] = round(time.perf_counter() - started, 1)
+        walls[run.name] = {"wall_s": round(time.perf_counter() - started, 1), "resumed": resumed}
         status[run.name] = "done"
         manifest = _write_manifest(grid, status, walls)
         if publish_each:

@@ -2,7 +2,7 @@
 import pytest
 
 from cqa_utils.report import (controlled_verdict, models_markdown, published_model_reports, results_markdown,
-                              update_readme, verdict)
+                              update_readme, verdict, wall_time_line)
 
 
 def report(lit_p, lit_d, fact_p, fact_d) -> dict:
@@ -114,3 +114,13 @@ def test_models_table_has_a_row_per_published_run_and_leaves_grid_runs_out(tmp_p
     readme.write_text("a\n<!-- models:begin -->\nold\n<!-- models:end -->\nb\n")
     update_readme(readme, models=found)
     assert table in readme.read_text() and "old" not in readme.read_text()
+
+
+def test_the_grid_wall_time_line_gives_the_total_each_run_and_marks_a_resumed_one():
+    manifest = {"runs": [{"name": "g-a", "status": "done", "wall_s": 3000.0, "resumed": False},
+                         {"name": "g-b", "status": "done", "wall_s": 1200.0, "resumed": True},
+                         {"name": "g-c", "status": "pending", "wall_s": None}]}
+    line = wall_time_line(manifest)
+    assert line.startswith("2 of 3 runs finished; measured wall time 1.2 h for 2 runs")
+    assert "`g-a` 50 min, `g-b` 20 min (resumed)" in line and "covers only the session" in line
+    assert wall_time_line({"runs": manifest["runs"][2:]}) == "0 of 1 runs finished; no wall times recorded."

@@ -86,12 +86,14 @@ def test_publishing_a_grid_keeps_its_wall_times_for_a_fresh_clone(tmp_path, monk
     manifest = run_sweep(path, dry_run=True)
     data = json.loads(manifest.read_text())
     data["runs"][0]["wall_s"], data["runs"][1]["wall_s"] = 3000.0, 3100.0   # as a real sweep records them
+    data["runs"][1]["resumed"] = True
     manifest.write_text(json.dumps(data))
     publish_finished(grid)
     assert sorted(p.name for p in publish.REFERENCE_DIR.iterdir()) == ["g-cot-1", "g-cot-2", "sweeps"]
     shutil.rmtree(tmp_path / "results")                       # a fresh clone: only reference/ is left
     data = json.loads(run_sweep(path, dry_run=True).read_text())
     assert [r["wall_s"] for r in data["runs"]] == [3000.0, 3100.0, None, None]
+    assert [r["resumed"] for r in data["runs"]] == [False, True, False, False]
     assert [r["status"] for r in data["runs"]] == ["done", "done", "pending", "pending"]
     published = json.loads(publish_finished(grid).read_text())  # nothing here to copy; the manifest still is
     assert published["runs"][0]["path"] == "reference/g-cot-1"
@@ -116,6 +118,7 @@ def test_the_smoke_grid_runs_then_resumes_a_killed_run_and_feeds_notebook_06(tmp
     victim = runs.stage_dir(run_config(grid, grid.runs[2]), "04")
     (victim / "DONE").unlink()
     assert [finished(grid, r) for r in grid.runs] == [True, True, False, True]
-    run_sweep(path)
+    resumed = json.loads(run_sweep(path).read_text())
     assert (victim / "DONE").is_file()
+    assert [r["resumed"] for r in resumed["runs"]] == [False, False, True, False]  # its time is one session's
     assert runs.is_done(runs.stage_dir(run_config(grid, grid.runs[2]), "02"))
