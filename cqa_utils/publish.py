@@ -72,12 +72,14 @@ def publish_run(cfg: Config, dest_root: Path = REFERENCE_DIR, max_file_mb: float
 def publish_manifest(manifest: Path, dest_root: Path = REFERENCE_DIR) -> Path:
     """Copy a sweep's manifest next to its published runs (``reference/sweeps/<grid>.json``),
     and notebook 06's tables, figures and robustness.json where it ran
-    (``reference/sweeps/<grid>/06_robustness/``)."""
+    (``reference/sweeps/<grid>/06_robustness/``). A run not finished has no published path
+    (null: the machine that ran the sweep is not where a reader finds it), and a run still
+    going there is pending for a reader."""
     manifest = Path(manifest)
     data = json.loads(manifest.read_text(encoding="utf-8"))
     for run in data["runs"]:
-        if run.get("status") == "done":
-            run["path"] = str(Path(dest_root).name + "/" + run["name"])
+        run["path"] = f"{Path(dest_root).name}/{run['name']}" if run.get("status") == "done" else None
+        run["status"] = "pending" if run["status"] == "running" else run["status"]
     robustness = manifest.parent / "06_robustness"
     if (robustness / "robustness.json").is_file():
         with atomic_dir(Path(dest_root) / "sweeps" / data["grid"] / "06_robustness") as tmp:

@@ -54,7 +54,9 @@ def test_publishing_needs_a_finished_stage_and_an_unlocked_run(tmp_path):
 
 
 def test_a_grid_manifest_is_published_with_paths_into_reference(tmp_path):
-    manifest = runs.write_json(tmp_path / "sweep.json", {"grid": "g", "runs": [{"name": "g-a", "path": "/x/g-a", "status": "done"}]})
+    manifest = runs.write_json(tmp_path / "sweep.json", {"grid": "g", "runs": [
+        {"name": "g-a", "path": "/x/g-a", "status": "done"}, {"name": "g-b", "path": "/x/g-b", "status": "running"}]})
     out = publish_manifest(manifest, tmp_path / "reference")
     assert out == tmp_path / "reference" / "sweeps" / "g.json"
-    assert json.loads(out.read_text())["runs"][0]["path"] == "reference/g-a"
+    published = json.loads(out.read_text())["runs"]
+    assert [(r["path"], r["status"]) for r in published] == [("reference/g-a", "done"), (None, "pending")]
