@@ -279,9 +279,12 @@ def verdict(tests: pd.DataFrame, seeds: dict[str, int], arm: str = ARM, control:
 
 def robustness_report(grid: str, manifest: Path, deltas: pd.DataFrame, tests: pd.DataFrame,
                       model: pd.DataFrame, spread: pd.DataFrame) -> dict:
-    """What notebook 06 saves as robustness.json: the verdict and the numbers behind it (NaN → None)."""
+    """What notebook 06 saves as robustness.json: the verdict and the numbers behind it (NaN → None).
+    The manifest is named relative to the project, so the published copy holds no machine's paths."""
     seeds = seeds_per_arm(deltas)
-    return jsonable({"grid": grid, "manifest": str(manifest), "verdict": verdict(tests, seeds),
+    manifest = _resolve(manifest)
+    shown = manifest.relative_to(PROJECT_ROOT) if manifest.is_relative_to(PROJECT_ROOT) else manifest
+    return jsonable({"grid": grid, "manifest": str(shown), "verdict": verdict(tests, seeds),
                      "seeds_per_arm": seeds, "runs": sorted(deltas["run"].unique()),
                      "n_items": deltas.groupby("group")["item_id"].nunique().to_dict(),
                      "contrast": {"arm": ARM, "control": CONTROL, "tests": tests.to_dict("records")},

@@ -52,6 +52,12 @@ def fig_arm_contrast(contrasts: pd.DataFrame, tests: pd.DataFrame):
     require_columns(contrasts, ["kind", "group", "item_id", "contrast"], "item contrasts")
     require_columns(tests, ["kind", "group", "hl", "hl_ci_low", "hl_ci_high", "p_one_sided"], "contrast tests")
     kinds, groups = _kinds(contrasts), ordered_groups(contrasts)
+    if not kinds:  # a grid still running: one of the two arms has no finished run yet
+        fig, ax = plt.subplots(figsize=(4.5, 2.0))
+        ax.text(0.5, 0.5, f"no contrast yet: the grid has no finished run\nof both {ARM} and {CONTROL}",
+                ha="center", va="center", fontsize=9)
+        ax.set_axis_off()
+        return fig
     fig, axes = plt.subplots(1, len(kinds), figsize=(3.2 * len(kinds), 3.4), sharey=True, squeeze=False)
     jitter = np.random.default_rng(0)
     for ax, kind in zip(axes[0], kinds):

@@ -159,6 +159,10 @@ def test_the_report_renders_the_readme_section(planted, tmp_path):
     paths = rb.write_outputs(tmp_path, {"contrast": tests}, report)
     saved = json.loads(paths["report"].read_text())
     assert saved["seeds_per_arm"] == {"cot": 3, "shuffled_cot": 3}
+    assert saved["manifest"] == str(results / "sweeps/g/sweep.json")     # outside the project: kept whole
+    inside = rb.robustness_report("g", rb.PROJECT_ROOT / "results/sweeps/g/sweep.json", deltas, tests,
+                                  rb.mixed_models(deltas), spread)
+    assert inside["manifest"] == "results/sweeps/g/sweep.json"           # inside: no machine path published
     text = rb.robustness_markdown(saved)
     assert saved["verdict"] in text and "| specific | literary | 12 |" in text
     assert pd.read_csv(paths["contrast"]).shape == tests.shape
@@ -178,3 +182,22 @@ def test_notebook_06_runs_headless_on_a_synthetic_grid(tmp_path):
     assert {p.name for p in default.glob("fig_*")} == {f"fig_{n}.{e}" for n in ("arm_deltas", "arm_contrast", "seed_spread")
                                                         for e in ("png", "pdf")}
     assert (executed / "notebooks" / "06_robustness.ipynb").is_file() and (executed / "html" / "06_robustness.html").is_file()
+
+
+def test_notebook_06_runs_on_a_grid_still_running_and_says_too_few_runs(tmp_path):
+    """A grid published mid-way (only cot finished) still renders: an empty contrast, a verdict that waits."""
+    from cqa_utils.pipeline import run_notebook
+    from cqa_utils.registry import GRID_NOTEBOOKS
+
+    results = write_grid(tmp_path, seeds=(1, 2))
+    manifest = results / "sweeps" / "g" / "sweep.json"
+    data = json.loads(manifest.read_text())
+    for run in data["runs"]:
+        run["status"] = "done" if run["overrides"]["train.arm"] == "cot" else "pending"
+    manifest.write_text(json.dumps(data))
+    run_notebook(GRID_NOTEBOOKS[0], {"grid": "g", "results_dir": str(results), "reference_dir": str(tmp_path / "ref"),
+                                     "n_boot": 100}, tmp_path / "executed")
+    out = results / "sweeps" / "g" / "06_robustness"
+    report = json.loads((out / "robustness.json").read_text())
+    assert report["seeds_per_arm"] == {"cot": 2} and "too few runs" in report["verdict"]
+    assert pd.read_csv(out / "contrast.csv").empty and (out / "fig_arm_contrast.png").is_file()
