@@ -69,6 +69,11 @@ def publish_run(cfg: Config, dest_root: Path = REFERENCE_DIR, max_file_mb: float
     return dest
 
 
+def published_manifest(grid: str, dest_root: Path = REFERENCE_DIR) -> Path:
+    """Where a grid's manifest is published: ``reference/sweeps/<grid>.json``."""
+    return Path(dest_root) / "sweeps" / f"{grid}.json"
+
+
 def publish_manifest(manifest: Path, dest_root: Path = REFERENCE_DIR) -> Path:
     """Copy a sweep's manifest next to its published runs (``reference/sweeps/<grid>.json``),
     and notebook 06's tables, figures and robustness.json where it ran
@@ -85,7 +90,7 @@ def publish_manifest(manifest: Path, dest_root: Path = REFERENCE_DIR) -> Path:
         with atomic_dir(Path(dest_root) / "sweeps" / data["grid"] / "06_robustness") as tmp:
             for path in sorted(p for p in robustness.iterdir() if p.is_file()):
                 shutil.copyfile(path, tmp / path.name)
-    return write_json(Path(dest_root) / "sweeps" / f"{data['grid']}.json", data)
+    return write_json(published_manifest(data["grid"], dest_root), data)
 
 
 def verify_published(path: Path) -> list[str]:

@@ -21,6 +21,7 @@ import pandas as pd
 from .analysis import jsonable, kinds_scored, paired_differences, summary_row
 from .config import PROJECT_ROOT, config_from_dict
 from .data import GROUPS
+from .publish import published_manifest
 from .runs import saved_config, write_csv, write_json
 from .stats import bootstrap_ci_mean, cohens_dz, headline_epoch, hodges_lehmann, wilcoxon_one_sided
 
@@ -37,7 +38,7 @@ def _resolve(path: str | Path) -> Path:
 
 def find_manifest(grid: str, results_dir: str | Path = "results", reference_dir: str | Path = "reference") -> Path:
     """``results/sweeps/<grid>/sweep.json`` if this machine ran the grid, else the published copy."""
-    candidates = [_resolve(results_dir) / "sweeps" / grid / "sweep.json", _resolve(reference_dir) / "sweeps" / f"{grid}.json"]
+    candidates = [_resolve(results_dir) / "sweeps" / grid / "sweep.json", published_manifest(grid, _resolve(reference_dir))]
     for path in candidates:
         if path.is_file():
             return path

@@ -164,7 +164,7 @@ def _previous_walls(grid: Grid, status: dict) -> dict[str, dict]:
     """Wall times of finished runs from an earlier manifest: this machine's, else the published
     one (a sweep resumed in a fresh clone keeps the times measured in earlier sessions)."""
     walls = {}
-    for path in (publish.REFERENCE_DIR / "sweeps" / f"{grid.name}.json", grid.manifest_path()):
+    for path in (publish.published_manifest(grid.name, publish.REFERENCE_DIR), grid.manifest_path()):
         if path.is_file():
             runs = json.loads(path.read_text(encoding="utf-8")).get("runs", [])
             walls |= {r["name"]: {"wall_s": r["wall_s"], "resumed": r.get("resumed", False)}
