@@ -219,12 +219,20 @@ def run_sweep(path: Path | str, config: str | None = None, dry_run: bool = False
         status[run.name] = "done"
         manifest = _write_manifest(grid, status, walls)
         if publish_each:
-            print(f"[sweep {grid.name}] published {publish_finished(grid)}", flush=True)
+            _publish_progress(grid)
     print(f"\n[sweep {grid.name}] all {len(grid.runs)} runs finished; manifest {manifest}", flush=True)
-    robustness_notebook(grid)
-    if publish_each:
-        publish.publish_manifest(manifest, publish.REFERENCE_DIR)
+    if not publish_each:
+        robustness_notebook(grid)
+    elif not todo:  # nothing ran, so nothing was published yet
+        _publish_progress(grid)
     return manifest
+
+
+def _publish_progress(grid: Grid) -> None:
+    """Notebook 06 on the runs finished so far, then everything to ``reference/``: a grid that
+    spans sessions has its robustness numbers committed after every run, not only at the end."""
+    robustness_notebook(grid)
+    print(f"[sweep {grid.name}] published {publish_finished(grid)}", flush=True)
 
 
 def robustness_notebook(grid: Grid) -> Path:

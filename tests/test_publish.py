@@ -60,3 +60,16 @@ def test_a_grid_manifest_is_published_with_paths_into_reference(tmp_path):
     assert out == tmp_path / "reference" / "sweeps" / "g.json"
     published = json.loads(out.read_text())["runs"]
     assert [(r["path"], r["status"]) for r in published] == [("reference/g-a", "done"), (None, "pending")]
+
+
+def test_a_published_grid_carries_notebook_06_naming_the_published_manifest(tmp_path):
+    manifest = runs.write_json(tmp_path / "results" / "sweeps" / "g" / "sweep.json", {"grid": "g", "runs": [
+        {"name": "g-a", "path": "/x/g-a", "status": "done"}]})
+    robustness = manifest.parent / "06_robustness"
+    runs.write_json(robustness / "robustness.json", {"grid": "g", "manifest": "results/sweeps/g/sweep.json"})
+    (robustness / "arms.csv").write_text("arm,seed\ncot,1\n")
+    publish_manifest(manifest, tmp_path / "reference")
+    published = tmp_path / "reference" / "sweeps" / "g" / "06_robustness"
+    assert sorted(p.name for p in published.iterdir()) == ["arms.csv", "robustness.json"]
+    assert json.loads((published / "robustness.json").read_text())["manifest"] == "reference/sweeps/g.json"
+    assert (published / "arms.csv").read_text() == "arm,seed\ncot,1\n"

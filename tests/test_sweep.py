@@ -100,8 +100,11 @@ def test_publishing_a_grid_keeps_its_wall_times_for_a_fresh_clone(tmp_path, monk
 
 
 @pytest.mark.slow
-def test_the_smoke_grid_runs_then_resumes_a_killed_run_and_feeds_notebook_06(tmp_path):
+def test_the_smoke_grid_runs_then_resumes_a_killed_run_and_feeds_notebook_06(tmp_path, monkeypatch):
     """CI's grid: 2 arms × 2 seeds, tiny, through cqa sweep and notebook 06 (real training and scoring)."""
+    from cqa_utils import publish
+
+    monkeypatch.setattr(publish, "REFERENCE_DIR", tmp_path / "reference")
     spec = yaml.safe_load(open("configs/sweeps/smoke.yaml"))
     spec["set"]["run.results_dir"] = str(tmp_path / "results")
     path = tmp_path / "smoke.yaml"
@@ -118,7 +121,11 @@ def test_the_smoke_grid_runs_then_resumes_a_killed_run_and_feeds_notebook_06(tmp
     victim = runs.stage_dir(run_config(grid, grid.runs[2]), "04")
     (victim / "DONE").unlink()
     assert [finished(grid, r) for r in grid.runs] == [True, True, False, True]
-    resumed = json.loads(run_sweep(path).read_text())
+    resumed = json.loads(run_sweep(path, publish_each=True).read_text())
     assert (victim / "DONE").is_file()
+    published = json.loads((tmp_path / "reference" / "sweeps" / "smoke-grid" / "06_robustness"
+                            / "robustness.json").read_text())  # notebook 06 ran after the resumed run
+    assert published["manifest"] == "reference/sweeps/smoke-grid.json" and published["seeds_per_arm"]["cot"] == 2
+    assert all((tmp_path / "reference" / r.name / "MANIFEST.json").is_file() for r in grid.runs)
     assert [r["resumed"] for r in resumed["runs"]] == [False, False, True, False]  # its time is one session's
     assert runs.is_done(runs.stage_dir(run_config(grid, grid.runs[2]), "02"))
