@@ -184,7 +184,9 @@ def contrast_tests(contrasts: pd.DataFrame, level: float = 0.95) -> pd.DataFrame
 
 def mixed_model(deltas: pd.DataFrame, kind: str = "specific", arm: str = ARM, control: str = CONTROL,
                 level: float = 0.95) -> pd.DataFrame:
-    """All runs at once: Δ(ΔI) ~ arm × group cell means + item + seed + run random intercepts (REML).
+    """All runs of ``arm`` and ``control`` at once: Δ(ΔI) ~ arm × group cell means + item + seed
+    + run random intercepts (REML). Other arms stay out: a single run of one would be a cell
+    whose mean cannot be told from its run shift.
 
     Why a linear mixed model and not a permutation of arm labels within items: the question
     is whether the arm effect beats seed noise, and seed noise moves a whole run (every
@@ -204,27 +206,30 @@ def mixed_model(deltas: pd.DataFrame, kind: str = "specific", arm: str = ARM, co
     import statsmodels.formula.api as smf
     from scipy import stats
 
-    data = deltas[deltas["kind"] == kind]
+    data = deltas[(deltas["kind"] == kind) & deltas["arm"].isin([arm, control])].reset_index(drop=True)
     data = data.assign(cell=data["arm"] + "|" + data["group"], item=data["group"] + ":" + data["item_id"].astype(str))
     names = {"literary": (f"{arm}|literary", f"{control}|literary"), "factual": (f"{arm}|factual", f"{control}|factual")}
     n_runs, n_arms = data["run"].nunique(), data["arm"].nunique()
     df = n_runs - n_arms
     base = {"kind": kind, "n_obs": len(data), "n_runs": n_runs, "df": df}
     contrasts = ("literary", "factual", "literary − factual")
-    cells = set(data["cell"])
-    if df < 1 or not all(c in cells for pair in names.values() for c in pair):
-        note = f"needs ≥ 2 runs of one arm and both arms × groups; has {n_runs} runs of {n_arms} arms"
+    cells, per_arm = set(data["cell"]), data.groupby("arm")["run"].nunique()
+    if min(per_arm.get(arm, 0), per_arm.get(control, 0)) < 2 or not all(c in cells for p in names.values() for c in p):
+        note = (f"needs ≥ 2 runs of each of {arm} and {control} (one run's mean cannot be told from its run "
+                f"shift) and both groups; has {per_arm.get(arm, 0)} + {per_arm.get(control, 0)}")
         return pd.DataFrame([base | {"contrast": c, "estimate": NAN, "note": note} for c in contrasts])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fit = smf.mixedlm("diff ~ 0 + C(cell)", data, groups=np.ones(len(data)), re_formula="0",
-                          vc_formula={"item": "0 + C(item)", "seed": "0 + C(seed)", "run": "0 + C(run)"}).fit(
-                              reml=True, method=["lbfgs", "powell"])
+        fit, failed = _fit_reml(smf.mixedlm(
+            "diff ~ 0 + C(cell)", data, groups=np.ones(len(data)), re_formula="0",
+            vc_formula={"item": "0 + C(item)", "seed": "0 + C(seed)", "run": "0 + C(run)"}))
+    if fit is None:
+        return pd.DataFrame([base | {"contrast": c, "estimate": NAN, "note": f"not fitted: {failed}"} for c in contrasts])
     params = {name[len("C(cell)["):-1]: value for name, value in fit.fe_params.items()}
     order = list(params)
     cov = fit.cov_params().iloc[: len(order), : len(order)].to_numpy()
     variance = dict(zip(fit.model.exog_vc.names, fit.vcomp)) | {"residual": fit.scale}
-    note = "; ".join(sorted({str(w.message).splitlines()[0] for w in caught}))
+    note = "; ".join([failed] * bool(failed) + sorted({str(w.message).splitlines()[0] for w in caught}))
     rows = []
     for contrast in contrasts:
         weights = np.zeros(len(order))
@@ -233,13 +238,34 @@ def mixed_model(deltas: pd.DataFrame, kind: str = "specific", arm: str = ARM, co
             weights[order.index(a)] += sign
             weights[order.index(b)] -= sign
         estimate = float(weights @ np.array([params[c] for c in order]))
-        se = float(math.sqrt(weights @ cov @ weights))
+        variance_of_estimate = float(weights @ cov @ weights)
+        if not 0 < variance_of_estimate < math.inf:
+            rows.append(base | {"contrast": contrast, "estimate": estimate, "note": (
+                f"no standard error: its variance is {variance_of_estimate:.3g} (a variance component at 0)")})
+            continue
+        se = math.sqrt(variance_of_estimate)
         half = stats.t.ppf(0.5 + level / 2, df) * se
         rows.append(base | {"contrast": contrast, "estimate": estimate, "se": se, "t": estimate / se,
                             "p_one_sided": float(stats.t.sf(estimate / se, df)), "ci_low": estimate - half,
                             "ci_high": estimate + half, **{f"var_{k}": float(v) for k, v in variance.items()},
                             "converged": bool(fit.converged), "note": note})
     return pd.DataFrame(rows)
+
+
+def _fit_reml(model, methods=("lbfgs", "powell")):
+    """REML fit with statsmodels' optimizer fallback; returns (fit or None, what failed).
+
+    statsmodels moves to its next optimizer only when one does not converge; with a handful
+    of runs the seed and run variances sit at 0 and lbfgs can instead raise on a singular
+    matrix (seen on the controls grid with 2 + 1 runs), so an error starts again from the
+    next optimizer in the list."""
+    failed = []
+    for i in range(len(methods)):
+        try:
+            return model.fit(reml=True, method=list(methods[i:])), "; ".join(failed)
+        except np.linalg.LinAlgError as err:
+            failed.append(f"{' → '.join(methods[i:])} raised {err}")
+    return None, "; ".join(failed)
 
 
 def mixed_models(deltas: pd.DataFrame, kinds=KINDS, level: float = 0.95) -> pd.DataFrame:

@@ -137,6 +137,41 @@ def test_the_all_runs_model_finds_the_planted_effect_and_not_a_null_one(planted,
     assert rb.mixed_model(null, "specific").set_index("contrast").loc["literary", "p_one_sided"] > 0.05
 
 
+def test_the_all_runs_model_leaves_out_other_arms_and_waits_for_two_runs_of_each(planted):
+    deltas = planted[2]
+    one_control = deltas[~((deltas["arm"] == "shuffled_cot") & (deltas["seed"] != 1))]
+    fit = rb.mixed_model(one_control, "specific")
+    assert fit["estimate"].isna().all() and "≥ 2 runs of each of cot and shuffled_cot" in fit["note"][0]
+    extra = deltas[deltas["run"] == deltas["run"].iloc[0]].assign(run="g-verdict", arm="verdict_only", seed=9)
+    with_extra = rb.mixed_model(pd.concat([deltas, extra]), "specific").set_index("contrast")
+    alone = rb.mixed_model(deltas, "specific").set_index("contrast")
+    assert with_extra.loc["literary", "df"] == 4 and with_extra.loc["literary", "estimate"] == pytest.approx(
+        alone.loc["literary", "estimate"])
+
+
+def test_the_published_controls_runs_that_stopped_notebook_06_give_a_reason_and_a_fallback_fit(tmp_path):
+    """2 cot + 1 shuffled_cot of the real grid: lbfgs raised LinAlgError on its specific ΔI and stopped notebook 06."""
+    import numpy as np
+    import statsmodels.formula.api as smf
+
+    runs = ["controls-cot-s1", "controls-shuffled_cot-s1", "controls-cot-s2"]
+    for name in runs:
+        (tmp_path / name).symlink_to(rb.PROJECT_ROOT / "reference" / name)
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "c.json").write_text(json.dumps({"grid": "c", "runs": [
+        {"name": n, "status": "done"} for n in runs]}))
+    deltas = rb.item_deltas(rb.grid_runs("c", tmp_path / "none", tmp_path))
+    model = rb.mixed_models(deltas)  # one shuffled_cot run: no estimate, and the reason
+    assert set(model["kind"]) == {"full", "specific"} and model["estimate"].isna().all()
+    assert model["note"].str.contains("has 2 \\+ 1").all()
+    data = deltas[deltas["kind"] == "specific"].reset_index(drop=True)
+    data = data.assign(cell=data["arm"] + "|" + data["group"], item=data["group"] + ":" + data["item_id"])
+    fit, failed = rb._fit_reml(smf.mixedlm("diff ~ 0 + C(cell)", data, groups=np.ones(len(data)), re_formula="0",
+                                           vc_formula={c: f"0 + C({c})" for c in ("item", "seed", "run")}))
+    assert fit is not None and np.isfinite(fit.fe_params).all()
+    assert failed in ("", "lbfgs → powell raised Singular matrix")  # the latter on the machine it was found on
+
+
 def test_the_verdict_follows_the_numbers(planted, null):
     shown = rb.verdict(rb.contrast_tests(rb.item_contrasts(planted[2])), rb.seeds_per_arm(planted[2]))
     assert shown.startswith("An appreciation-specific effect: shown")
