@@ -69,6 +69,18 @@ def publish_run(cfg: Config, dest_root: Path = REFERENCE_DIR, max_file_mb: float
     return dest
 
 
+def up_to_date(cfg: Config, dest_root: Path = REFERENCE_DIR, max_file_mb: float = 8.0) -> bool:
+    """The run is published intact and its compact files have not changed since: publishing it
+    again would only rewrite its manifest's git commit (the provenance of the first copy)."""
+    dest = Path(dest_root) / cfg.run.name
+    if not (dest / "MANIFEST.json").is_file() or verify_published(dest):
+        return False
+    run = run_dir(cfg)
+    keep, _ = compact_files(run, max_file_mb)
+    files = json.loads((dest / "MANIFEST.json").read_text(encoding="utf-8"))["files"]
+    return files == {str(rel): file_sha256(run / rel) for rel in keep}
+
+
 def published_manifest(grid: str, dest_root: Path = REFERENCE_DIR) -> Path:
     """Where a grid's manifest is published: ``reference/sweeps/<grid>.json``."""
     return Path(dest_root) / "sweeps" / f"{grid}.json"

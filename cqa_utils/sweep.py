@@ -173,11 +173,11 @@ def _previous_walls(grid: Grid, status: dict) -> dict[str, dict]:
 
 
 def publish_finished(grid: Grid, max_file_mb: float = 8.0) -> Path:
-    """Publish every run finished on this machine (runs already only in ``reference/`` stay as
-    they are) and the grid's manifest; returns the published manifest."""
+    """Publish every run finished on this machine (runs only in ``reference/``, or published
+    and unchanged since, stay as they are) and the grid's manifest; returns the published manifest."""
     for run in grid.runs:
         cfg = run_config(grid, run)
-        if run_location(grid, run) == run_dir(cfg):
+        if run_location(grid, run) == run_dir(cfg) and not publish.up_to_date(cfg, publish.REFERENCE_DIR, max_file_mb):
             publish.publish_run(cfg, publish.REFERENCE_DIR, max_file_mb)
     return publish.publish_manifest(grid.manifest_path(), publish.REFERENCE_DIR)
 

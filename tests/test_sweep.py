@@ -99,6 +99,27 @@ def test_publishing_a_grid_keeps_its_wall_times_for_a_fresh_clone(tmp_path, monk
     assert published["runs"][0]["path"] == "reference/g-cot-1"
 
 
+def test_a_published_run_is_copied_again_only_when_its_files_changed(tmp_path, monkeypatch):
+    from cqa_utils import publish
+
+    monkeypatch.setattr(publish, "REFERENCE_DIR", tmp_path / "reference")
+    grid = load_grid(grid_file(tmp_path, stages="04"))
+    cfg = run_config(grid, grid.runs[0])
+    stage = runs.open_stage(cfg, "04")
+    stage.finish({"stats": runs.write_text(stage.file("stats.csv"), "x\n1\n")})
+    run_sweep(grid_file(tmp_path, stages="04"), dry_run=True)
+    publish_finished(grid)
+    manifest = publish.REFERENCE_DIR / cfg.run.name / "MANIFEST.json"
+    first = manifest.read_text()
+    monkeypatch.setattr(publish, "git_commit", lambda: "a later commit")
+    publish_finished(grid)                                   # unchanged: the first copy's provenance stays
+    assert manifest.read_text() == first
+    runs.write_text(stage.file("stats.csv"), "x\n2\n")     # a stage redone: published again
+    publish_finished(grid)
+    assert json.loads(manifest.read_text())["git_commit"] == "a later commit"
+    assert (publish.REFERENCE_DIR / cfg.run.name / "04_stats" / "stats.csv").read_text() == "x\n2\n"
+
+
 @pytest.mark.slow
 def test_the_smoke_grid_runs_then_resumes_a_killed_run_and_feeds_notebook_06(tmp_path, monkeypatch):
     """CI's grid: 2 arms × 2 seeds, tiny, through cqa sweep and notebook 06 (real training and scoring)."""
