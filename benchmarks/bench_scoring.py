@@ -3,9 +3,10 @@ against this machine's fp32 bound, and merged vs unmerged adapters.
 
 Both score the same (prefix, continuation) pairs of the benchmark with the embedded model in
 fp32 on CPU. lm-eval gets the start token written into the context and both get lm-eval's
-whitespace split, so the two see identical token sequences. Each is timed ``repeats`` times
-and the median is kept. The bound counts 2·N_body per forwarded token + 2·N_head per scored
-token (:mod:`cqa_utils.bound`), timed at the batches' own mean row counts.
+whitespace split, so the two see identical token sequences. Each is timed ``repeats`` times,
+the two taking turns, and the medians are compared. The bound counts 2·N_body per forwarded
+token + 2·N_head per scored token (:mod:`cqa_utils.bound`), timed at the batches' own mean row
+counts.
 """
 from __future__ import annotations
 
@@ -27,14 +28,23 @@ def project_requests(n_items: int):
                  for r in built]
 
 
+def alternating(fns: dict, repeats: int) -> dict[str, tuple[float, list[float], object]]:
+    """(median seconds, every timing, the last result) of each function, their runs taking turns
+    (a, b, a, b, …): a machine that speeds up or slows down during the bench (a shared host, a
+    clock that moves) then shifts every median alike instead of favouring whichever ran first."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    last: dict[str, object] = {}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            began = time.perf_counter()
+            last[name] = fn()
+            times[name].append(time.perf_counter() - began)
+    return {name: (statistics.median(t), [round(x, 3) for x in t], last[name]) for name, t in times.items()}
+
+
 def timed(fn, repeats: int) -> tuple[float, list[float], object]:
     """(median seconds, every timing, the last result) of ``fn()`` run ``repeats`` times."""
-    times, result = [], None
-    for _ in range(repeats):
-        began = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times), [round(t, 3) for t in times], result
+    return alternating({"fn": fn}, repeats)["fn"]
 
 
 def scoring_bound(model, tokenizer, requests, batch_size: int, start_token: str, seconds: float, dtype="float32"):
@@ -93,17 +103,20 @@ def run(n_items: int = 12, batch_size: int = 8, repeats: int = 3) -> dict:
     cfg, requests = project_requests(n_items)
     model, tokenizer = load_model(cfg.model)
     start = cfg.model.start_token
-    score_requests(model, tokenizer, requests[:2], start_token=start, progress=False)  # warm-up
-    ours_s, ours_times, ours = timed(lambda: score_requests(model, tokenizer, requests, batch_size=batch_size,
-                                                            start_token=start, progress=False), repeats)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, device="cpu", batch_size=batch_size, logits_cache=False)
     instances = [Instance("loglikelihood", {}, (start + r.prefix, r.continuation), i) for i, r in enumerate(requests)]
-    theirs_s, theirs_times, theirs = timed(lambda: lm.loglikelihood(instances, disable_tqdm=True), repeats)
+    ours_fn = lambda subset: score_requests(model, tokenizer, subset, batch_size=batch_size,  # noqa: E731
+                                            start_token=start, progress=False)
+    theirs_fn = lambda subset: lm.loglikelihood(subset, disable_tqdm=True)  # noqa: E731
+    ours_fn(requests[:2]), theirs_fn(instances[:2])  # warm-up, both
+    timings = alternating({"ours": lambda: ours_fn(requests), "lm_eval": lambda: theirs_fn(instances)}, repeats)
+    (ours_s, ours_times, ours), (theirs_s, theirs_times, theirs) = timings["ours"], timings["lm_eval"]
     diff = np.abs(np.array([logprob_sum(s) for s in ours]) - np.array([t[0] for t in theirs]))
     bound, fraction = scoring_bound(model, tokenizer, requests, batch_size, start, ours_s)
     tokens = bound["forwarded_tokens"]
     return {
-        "requests": len(requests), "batch_size": batch_size, "repeats": repeats, "precision": "float32",
+        "requests": len(requests), "batch_size": batch_size, "repeats": repeats, "alternating": True,
+        "precision": "float32",
         "seconds": round(ours_s, 3), "times": ours_times, "lm_eval_seconds": round(theirs_s, 3),
         "lm_eval_times": theirs_times, "tokens_per_s": round(tokens / ours_s, 1),
         "lm_eval_tokens_per_s": round(tokens / theirs_s, 1), "ratio_vs_lm_eval": round(theirs_s / ours_s, 3),

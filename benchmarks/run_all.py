@@ -29,6 +29,7 @@ GOALS = {  # the performance issue's targets: (direction, value)
     ("training", "fraction_of_bound"): (">=", 0.5), ("peak_rss_gib", "max"): ("<=", 8.0),
 }
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+BENCH_DIR = PROJECT_ROOT / "results" / "bench"
 
 
 def machine_bound() -> dict:
@@ -47,12 +48,12 @@ def _phase(name: str) -> dict:
     import bench_scaling
     import bench_scoring
     import bench_training
-    import profile_training
+    import profile_stages
 
     from cqa_utils.runs import peak_rss_gib
 
     run = {"bound": machine_bound, "scoring": bench_scoring.run, "training": bench_training.run,
-           "profile": profile_training.run, "scaling": bench_scaling.run}[name]
+           "profile": lambda: profile_stages.run(out=BENCH_DIR), "scaling": bench_scaling.run}[name]
     return {**run(), "peak_rss_gib": peak_rss_gib()}
 
 
@@ -65,8 +66,9 @@ def bench_markdown(bench: dict) -> str:
     s, t, rss = bench["scoring"], bench["training"], bench["peak_rss_gib"]
     rows = [
         ("scoring: speed vs lm-eval `HFLM.loglikelihood`, same tokens (median of "
-         f"{s['repeats']})", s["ratio_vs_lm_eval"], f"{s['ratio_vs_lm_eval']:.2f}× ({s['tokens_per_s']:.0f} vs "
-         f"{s['lm_eval_tokens_per_s']:.0f} tok/s)", ("scoring", "ratio_vs_lm_eval")),
+         f"{s['repeats']}{', taking turns' if s.get('alternating') else ''})", s["ratio_vs_lm_eval"],
+         f"{s['ratio_vs_lm_eval']:.2f}× ({s['tokens_per_s']:.0f} vs {s['lm_eval_tokens_per_s']:.0f} tok/s)",
+         ("scoring", "ratio_vs_lm_eval")),
         ("scoring: largest difference from lm-eval", s["max_abs_diff_nats"], f"{s['max_abs_diff_nats']:.1e} nats",
          ("scoring", "max_abs_diff_nats")),
         ("scoring: share of the fp32 bound", s["fraction_of_bound"], f"{s['fraction_of_bound']:.0%}",
@@ -105,12 +107,13 @@ def bench_markdown(bench: dict) -> str:
 
 
 def _profile_lines(profile: dict | None) -> list[str]:
-    """Where a training step's time went (torch.profiler), for records that have the profile phase."""
-    if not profile:
-        return []
-    kinds = ", ".join(f"{kind} {v['share']:.0%}" for kind, v in profile["by_kind"].items())
-    return ["", f"Training step profile ({profile['examples']} examples, {profile['precision']}, self CPU "
-                f"{profile['self_cpu_s']:.1f} s): {kinds}."]
+    """Where each stage's time went (torch.profiler), for records that have the profile phase."""
+    lines = []
+    for stage, p in (profile or {}).items():
+        kinds = ", ".join(f"{kind} {v['share']:.0%}" for kind, v in p["by_kind"].items())
+        lines += ["", f"Where {stage} time goes (torch.profiler, {p['tokens']} tokens, {p['precision']}, self CPU "
+                      f"{p['self_cpu_s']:.1f} s; `profile_{stage}.txt`): {kinds}."]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--render", action="store_true", help="measure nothing: rewrite bench.md (and with "
                                                                 "--readme the README block) from bench.json")
     args = parser.parse_args(argv)
-    out = PROJECT_ROOT / "results" / "bench"
+    out = BENCH_DIR
     if args.render:
         return publish(json.loads((out / "bench.json").read_text(encoding="utf-8")), out, args.readme)
     bench = {}

@@ -1,0 +1,67 @@
+"""The benchmark's bookkeeping (no speed is asserted here): turn-taking timings, the profile's
+grouping of operators, and the README table rendered from a bench record."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import bench_scoring  # noqa: E402
+import profile_stages  # noqa: E402
+import run_all  # noqa: E402
+
+
+def test_timed_functions_take_turns_and_each_gets_its_own_median():
+    calls = []
+    result = bench_scoring.alternating({"a": lambda: calls.append("a") or 1, "b": lambda: calls.append("b") or 2}, 3)
+    assert calls == ["a", "b"] * 3
+    assert {name: (len(times), last) for name, (_, times, last) in result.items()} == {"a": (3, 1), "b": (3, 2)}
+    median, times, _ = result["a"]
+    assert median == pytest.approx(sorted(times)[1], abs=1e-3)
+
+
+def test_the_profile_groups_real_operators_by_kind():
+    import torch
+
+    def work():
+        x = torch.randn(64, 256)
+        torch.log_softmax(x @ torch.randn(256, 512), dim=-1)
+        torch.nn.functional.dropout(x, 0.1, training=True)
+        x.to(torch.bfloat16)
+
+    shares = profile_stages.shares(profile_stages._profiled(work))
+    assert {"matmul", "log-softmax", "dropout masks", "casts and copies"} <= set(shares)
+    assert sum(v["share"] for v in shares.values()) == pytest.approx(1.0, abs=0.01)
+    assert list(shares) == sorted(shares, key=lambda kind: -shares[kind]["seconds"])  # largest first
+    assert profile_stages.group_of("aten::_scaled_dot_product_flash_attention_for_cpu") == "attention"
+    assert profile_stages.group_of("aten::silu") == profile_stages.OTHER
+
+
+@pytest.fixture
+def reference_bench():
+    return json.loads((BENCHMARKS.parent / "reference" / "bench" / "bench.json").read_text(encoding="utf-8"))
+
+
+def test_the_readme_table_marks_each_goal_and_says_how_the_timings_were_taken(reference_bench):
+    table = run_all.bench_markdown(reference_bench)
+    scoring = next(line for line in table.splitlines() if line.startswith("| scoring: speed vs lm-eval"))
+    met = "yes" if reference_bench["scoring"]["ratio_vs_lm_eval"] >= 1.15 else "**no**"
+    assert scoring.endswith(f"| ≥ 1.15 | {met} |")
+    assert "taking turns" not in scoring  # this record's timings ran one scorer after the other
+    reference_bench["scoring"]["alternating"] = True
+    assert "taking turns" in run_all.bench_markdown(reference_bench)
+    assert "Where training time goes" not in table
+
+
+def test_a_record_with_the_profile_phase_shows_where_each_stage_spends_its_time(reference_bench):
+    by_kind = {"matmul": {"seconds": 7.5, "share": 0.75}, "attention": {"seconds": 2.5, "share": 0.25}}
+    reference_bench["profile"] = {stage: {"tokens": 100, "precision": "float32", "self_cpu_s": 10.0,
+                                          "by_kind": by_kind} for stage in ("training", "scoring")}
+    lines = [line for line in run_all.bench_markdown(reference_bench).splitlines() if line.startswith("Where ")]
+    assert lines == [f"Where {stage} time goes (torch.profiler, 100 tokens, float32, self CPU 10.0 s; "
+                     f"`profile_{stage}.txt`): matmul 75%, attention 25%." for stage in ("training", "scoring")]
