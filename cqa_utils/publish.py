@@ -86,20 +86,20 @@ def published_manifest(grid: str, dest_root: Path = REFERENCE_DIR) -> Path:
     return Path(dest_root) / "sweeps" / f"{grid}.json"
 
 
-def publish_manifest(manifest: Path, dest_root: Path = REFERENCE_DIR) -> Path:
+def publish_manifest(manifest: Path, dest_root: Path = REFERENCE_DIR, robustness: Path | None = None) -> Path:
     """Copy a sweep's manifest next to its published runs (``reference/sweeps/<grid>.json``),
-    and notebook 06's tables, figures and robustness.json where it ran
-    (``reference/sweeps/<grid>/06_robustness/``, its robustness.json naming the published
-    manifest it now sits beside). A run not finished has no published path
-    (null: the machine that ran the sweep is not where a reader finds it), and a run still
-    going there is pending for a reader."""
+    and notebook 06's tables, figures and robustness.json where it ran (``robustness``, by
+    default ``06_robustness/`` beside the manifest) to ``reference/sweeps/<grid>/06_robustness/``,
+    its robustness.json naming the published manifest it now sits beside. A run not finished has
+    no published path (null: the machine that ran the sweep is not where a reader finds it), and
+    a run still going there is pending for a reader."""
     manifest = Path(manifest)
     data = json.loads(manifest.read_text(encoding="utf-8"))
     for run in data["runs"]:
         run["path"] = f"{Path(dest_root).name}/{run['name']}" if run.get("status") == "done" else None
         run["status"] = "pending" if run["status"] == "running" else run["status"]
     out = published_manifest(data["grid"], dest_root)
-    robustness = manifest.parent / "06_robustness"
+    robustness = Path(robustness) if robustness is not None else manifest.parent / "06_robustness"
     if (robustness / "robustness.json").is_file():
         with atomic_dir(Path(dest_root) / "sweeps" / data["grid"] / "06_robustness") as tmp:
             for path in sorted(p for p in robustness.iterdir() if p.is_file()):

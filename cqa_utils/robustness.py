@@ -305,7 +305,7 @@ def verdict(tests: pd.DataFrame, seeds: dict[str, int], arm: str = ARM, control:
 
 
 def robustness_report(grid: str, manifest: Path, deltas: pd.DataFrame, tests: pd.DataFrame,
-                      model: pd.DataFrame, spread: pd.DataFrame) -> dict:
+                      model: pd.DataFrame, spread: pd.DataFrame, arms: pd.DataFrame) -> dict:
     """What notebook 06 saves as robustness.json: the verdict and the numbers behind it (NaN → None).
     The manifest is named relative to the project, so the published copy holds no machine's paths."""
     seeds = seeds_per_arm(deltas)
@@ -315,7 +315,8 @@ def robustness_report(grid: str, manifest: Path, deltas: pd.DataFrame, tests: pd
                      "seeds_per_arm": seeds, "runs": sorted(deltas["run"].unique()),
                      "n_items": deltas.groupby("group")["item_id"].nunique().to_dict(),
                      "contrast": {"arm": ARM, "control": CONTROL, "tests": tests.to_dict("records")},
-                     "mixed_model": model.to_dict("records"), "seed_spread": spread.to_dict("records")})
+                     "mixed_model": model.to_dict("records"), "seed_spread": spread.to_dict("records"),
+                     "arms": arms.to_dict("records")})
 
 
 def _num(value, spec: str = "+.2f") -> str:
@@ -342,8 +343,28 @@ def robustness_markdown(report: dict) -> str:
     lines += ["", "Seed spread of the one-sided p per arm and group (specific ΔI): "
               + "; ".join(f"{s['arm']} {s['group']} {_num(s['p_min'], '.3g')}–{_num(s['p_max'], '.3g')}"
                           for s in report["seed_spread"] if s["kind"] == "specific") + ".",
+              *_arm_lines(report.get("arms", []), contrast["arm"], contrast["control"]),
               "", "Every number and figure: notebook 06 (`06_robustness/` beside the grid's manifest)."]
     return "\n".join(lines)
+
+
+def _arm_lines(arms: list[dict], arm: str, control: str) -> list[str]:
+    """Every arm's own Δ(ΔI) beside the contrast: the positive control shows what a real effect on
+    P(x | y) looks like at this scale, and an arm with one seed is marked exploratory."""
+    if not arms:
+        return []
+    cells = {(a["arm"], a["group"], a["kind"]): a for a in arms}
+    columns = [(group, kind) for group in GROUPS for kind in KINDS if any(k[1:] == (group, kind) for k in cells)]
+    names = sorted({a["arm"] for a in arms}, key=lambda name: (name != arm, name != control, name))
+    lines = ["", "Each arm's Δ(ΔI) (mean over items of the seed-averaged change, nats, 95 % bootstrap CI over items):",
+             "", "| arm | seeds | " + " | ".join(f"{group} {kind}" for group, kind in columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
+    for name in names:
+        seeds = max(a["n_seeds"] for a in arms if a["arm"] == name)
+        shown = [cells.get((name, group, kind)) for group, kind in columns]
+        lines.append(f"| {name} | {seeds}{' (exploratory)' if seeds < 2 else ''} | " + " | ".join(
+            f"{_num(c['mean'])} [{_num(c['ci_low'])}, {_num(c['ci_high'])}]" if c else "–" for c in shown) + " |")
+    return lines
 
 
 def output_dir(grid: str, results_dir: str | Path = "results", out_dir: str | Path = "") -> Path:

@@ -174,12 +174,19 @@ def _previous_walls(grid: Grid, status: dict) -> dict[str, dict]:
 
 def publish_finished(grid: Grid, max_file_mb: float = 8.0) -> Path:
     """Publish every run finished on this machine (runs only in ``reference/``, or published
-    and unchanged since, stay as they are) and the grid's manifest; returns the published manifest."""
+    and unchanged since, stay as they are), the grid's manifest and notebook 06's output;
+    returns the published manifest. On a machine that never ran the grid (a fresh clone that
+    reran notebook 06 on the published runs) the published manifest is the one kept."""
     for run in grid.runs:
         cfg = run_config(grid, run)
         if run_location(grid, run) == run_dir(cfg) and not publish.up_to_date(cfg, publish.REFERENCE_DIR, max_file_mb):
             publish.publish_run(cfg, publish.REFERENCE_DIR, max_file_mb)
-    return publish.publish_manifest(grid.manifest_path(), publish.REFERENCE_DIR)
+    local = grid.manifest_path()
+    manifest = local if local.is_file() else publish.published_manifest(grid.name, publish.REFERENCE_DIR)
+    if not manifest.is_file():
+        raise FileNotFoundError(f"grid {grid.name!r} has no manifest, neither {local} nor {manifest}: "
+                                "run `cqa sweep --grid <its grid file>` (--dry-run writes the manifest alone) first")
+    return publish.publish_manifest(manifest, publish.REFERENCE_DIR, local.parent / "06_robustness")
 
 
 def run_sweep(path: Path | str, config: str | None = None, dry_run: bool = False,

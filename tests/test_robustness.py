@@ -190,17 +190,38 @@ def test_the_report_renders_the_readme_section(planted, tmp_path):
     results, _, deltas = planted
     tests = rb.contrast_tests(rb.item_contrasts(deltas))
     spread = rb.seed_spread(rb.seed_summaries(deltas, n_boot=200))
-    report = rb.robustness_report("g", results / "sweeps/g/sweep.json", deltas, tests, rb.mixed_models(deltas), spread)
+    arms = rb.arm_summaries(deltas, n_boot=200)
+    report = rb.robustness_report("g", results / "sweeps/g/sweep.json", deltas, tests, rb.mixed_models(deltas), spread,
+                                  arms)
     paths = rb.write_outputs(tmp_path, {"contrast": tests}, report)
     saved = json.loads(paths["report"].read_text())
     assert saved["seeds_per_arm"] == {"cot": 3, "shuffled_cot": 3}
     assert saved["manifest"] == str(results / "sweeps/g/sweep.json")     # outside the project: kept whole
     inside = rb.robustness_report("g", rb.PROJECT_ROOT / "results/sweeps/g/sweep.json", deltas, tests,
-                                  rb.mixed_models(deltas), spread)
+                                  rb.mixed_models(deltas), spread, arms)
     assert inside["manifest"] == "results/sweeps/g/sweep.json"           # inside: no machine path published
     text = rb.robustness_markdown(saved)
     assert saved["verdict"] in text and "| specific | literary | 12 |" in text
     assert pd.read_csv(paths["contrast"]).shape == tests.shape
+
+
+def test_the_readme_section_shows_every_arm_with_one_seed_arms_marked_exploratory(planted):
+    deltas = planted[2]
+    positive = deltas[deltas["run"] == deltas["run"].iloc[0]].assign(run="g-lm", arm="passage_lm", seed=9,
+                                                                     diff=lambda d: d["diff"] + 5.0)
+    arms = rb.arm_summaries(pd.concat([deltas, positive]), n_boot=200)
+    report = {"grid": "g", "seeds_per_arm": {}, "verdict": "v", "contrast": {"arm": "cot", "control": "shuffled_cot",
+                                                                            "tests": []},
+              "mixed_model": [], "seed_spread": [], "arms": arms.to_dict("records")}
+    text = rb.robustness_markdown(report)
+    rows = [line for line in text[text.index("| arm |"):].splitlines() if line.startswith("| ")]
+    assert rows[0] == "| arm | seeds | literary full | literary specific | factual full | factual specific |"
+    assert [row.split(" | ")[0:2] for row in rows[1:]] == [["| cot", "3"], ["| shuffled_cot", "3"],
+                                                          ["| passage_lm", "1 (exploratory)"]]
+    cot = arms[(arms["arm"] == "cot") & (arms["group"] == "literary") & (arms["kind"] == "specific")].iloc[0]
+    assert f"{cot['mean']:+.2f} [{cot['ci_low']:+.2f}, {cot['ci_high']:+.2f}]" == rows[1].split(" | ")[3]
+    report.pop("arms")  # a robustness.json written before the arms were kept still renders
+    assert "| arm |" not in rb.robustness_markdown(report)
 
 
 def test_notebook_06_runs_headless_on_a_synthetic_grid(tmp_path):

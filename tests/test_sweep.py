@@ -97,6 +97,14 @@ def test_publishing_a_grid_keeps_its_wall_times_for_a_fresh_clone(tmp_path, monk
     assert [r["status"] for r in data["runs"]] == ["done", "done", "pending", "pending"]
     published = json.loads(publish_finished(grid).read_text())  # nothing here to copy; the manifest still is
     assert published["runs"][0]["path"] == "reference/g-cot-1"
+    shutil.rmtree(tmp_path / "results")                       # no dry run: notebook 06 alone on the published runs
+    runs.write_json(tmp_path / "results" / "sweeps" / "g" / "06_robustness" / "robustness.json", {"verdict": "v"})
+    assert json.loads(publish_finished(grid).read_text()) == published
+    copied = json.loads((publish.REFERENCE_DIR / "sweeps" / "g" / "06_robustness" / "robustness.json").read_text())
+    assert copied == {"verdict": "v", "manifest": "reference/sweeps/g.json"}
+    shutil.rmtree(publish.REFERENCE_DIR / "sweeps")
+    with pytest.raises(FileNotFoundError, match="grid 'g' has no manifest"):
+        publish_finished(grid)
 
 
 def test_a_published_run_is_copied_again_only_when_its_files_changed(tmp_path, monkeypatch):
