@@ -18,6 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import paper_estimate  # noqa: E402
+
 from cqa_utils.config import PROJECT_ROOT, load_config  # noqa: E402
 from cqa_utils.report import replace_block  # noqa: E402
 from cqa_utils.runs import environment_record, write_json, write_text  # noqa: E402
@@ -93,7 +95,7 @@ def bench_markdown(bench: dict) -> str:
                   f"{b['bfloat16']['head_gflops']:.0f} head. Adapters merged for scoring: "
                   f"{merge['speedup']:.2f}× the unmerged LoRA layers, at most "
                   f"{merge['max_abs_diff_nats_per_token']:.1e} nats/token apart.",
-              *_profile_lines(bench.get("profile")),
+              *_profile_lines(bench.get("profile")), *_estimate_lines(bench.get("paper_estimate")),
               "", "| scaling | size | tokens | seconds | tok/s | share of bound |", "|---|---|---:|---:|---:|---:|"]
     for kind in ("scoring", "training"):
         for p in bench["scaling"][kind]:
@@ -116,6 +118,20 @@ def _profile_lines(profile: dict | None) -> list[str]:
     return lines
 
 
+def _estimate_lines(estimate: dict | None) -> list[str]:
+    """The paper config on one GPU, estimated (``paper_estimate.py``), for records that have it."""
+    if not estimate:
+        return []
+    train, score = estimate["stages"]["02"], estimate["stages"]["03"]
+    return ["", f"**Estimate, not a measurement:** the paper config ({estimate['model']}) on one GPU at spec rates "
+                f"(bf16 {train['assumed_tflops']:g}, fp32 {score['assumed_tflops']:g} TFLOP/s) takes "
+                f"{train['seconds_at_rate']:.0f} s of training and {score['seconds_at_rate']:.0f} s of scoring "
+                f"for run `{estimate['work_from']}`'s tokens; at the wall/bound ratios measured here on CPU "
+                f"({train['cpu_measured_ratio']}, {score['cpu_measured_ratio']}) about "
+                f"{estimate['estimated_minutes']:.0f} min. nf4 dequantization and a GPU's own small-batch "
+                f"overheads are not in it, so read it as a floor until a GPU run measures it."]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--readme", action="store_true", help="also write the table into README.md")
@@ -133,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(bench[name], indent=1)[:2000], flush=True)
     bench["peak_rss_gib"] = {name: bench[name]["peak_rss_gib"] for name in PHASES}
     bench["peak_rss_gib"]["max"] = max(bench["peak_rss_gib"].values())
+    bench["paper_estimate"] = paper_estimate.run()
     import torch  # noqa: F401  (loaded, so the environment record holds threads and CPU capability)
 
     bench["environment"] = environment_record(load_config("default"))

@@ -12,6 +12,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 import bench_scoring  # noqa: E402
+import paper_estimate  # noqa: E402
 import profile_stages  # noqa: E402
 import run_all  # noqa: E402
 
@@ -65,3 +66,21 @@ def test_a_record_with_the_profile_phase_shows_where_each_stage_spends_its_time(
     lines = [line for line in run_all.bench_markdown(reference_bench).splitlines() if line.startswith("Where ")]
     assert lines == [f"Where {stage} time goes (torch.profiler, 100 tokens, float32, self CPU 10.0 s; "
                      f"`profile_{stage}.txt`): matmul 75%, attention 25%." for stage in ("training", "scoring")]
+
+
+def test_the_paper_estimate_charges_qwen25_7b_shapes_at_the_measured_ratios():
+    layers, hidden, inter, kv = 28, 3584, 18944, 512
+    estimate = paper_estimate.run()
+    assert estimate["shapes"]["n_body"] == layers * (2 * hidden * hidden + 2 * hidden * kv + 3 * hidden * inter)
+    assert estimate["shapes"]["n_head"] == hidden * 152064                  # untied head
+    reference = json.loads((BENCHMARKS.parent / "reference" / "default" / "efficiency.json").read_text())
+    train = estimate["stages"]["02"]
+    flops = 6 * reference["training"]["tokens"] * estimate["shapes"]["n_body"] + \
+        4 * reference["training"]["target_tokens"] * estimate["shapes"]["n_head"]  # checkpointing: 3 body passes
+    assert train["seconds_at_rate"] == pytest.approx(flops / 989e12, abs=0.1)
+    ratio = next(s["ratio"] for s in reference["stages"] if s["stage"] == "02")
+    assert train["estimated_seconds"] == pytest.approx(flops / 989e12 * ratio, abs=0.1)
+    bench = json.loads((BENCHMARKS.parent / "reference" / "bench" / "bench.json").read_text())
+    line = next(x for x in run_all.bench_markdown({**bench, "paper_estimate": estimate}).splitlines()
+                if x.startswith("**Estimate"))
+    assert f"about {estimate['estimated_minutes']:.0f} min" in line and "not a measurement" in line
