@@ -62,14 +62,17 @@ def scoring_bound(model, tokenizer, requests, batch_size: int, start_token: str,
 
 
 def _adapter_merge(model, tokenizer, requests, batch_size: int, start_token: str) -> dict:
-    """Merged (what stage 03 does) vs peft's unmerged LoRA layers, on a random r=16 adapter."""
+    """Merged (what stage 03 does) vs peft's unmerged LoRA layers, on a random r=16 adapter
+    (seeded: how far the two orders of summation drift apart grows with the adapter's size)."""
     import numpy as np
+    import torch
     from peft import LoraConfig, PeftModel, get_peft_model
 
     from cqa_utils.scoring import logprob_sum, score_requests
     from cqa_utils.stages.logprobs import Checkpoint, applied
 
     folder = tempfile.mkdtemp()
+    torch.manual_seed(0)
     lora = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", init_lora_weights=False)  # B ≠ 0
     wrapped = get_peft_model(model, lora)  # injects LoRA layers into the base in place
     wrapped.save_pretrained(folder)

@@ -30,6 +30,7 @@ GROUPS = {  # operator name prefixes -> what they are; the first match wins
     "casts and copies": ("aten::to", "aten::_to_copy", "aten::copy_", "aten::clone", "aten::contiguous"),
 }
 OTHER = "elementwise and other"
+STAGES = ("training", "scoring")
 
 
 def group_of(name: str) -> str:
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = PROJECT_ROOT / "results" / "bench"
     run(args.examples, args.items, out=out)
-    for stage in ("training", "scoring"):
+    for stage in STAGES:
         print((out / f"profile_{stage}.txt").read_text(encoding="utf-8"))
     return 0
 

@@ -110,8 +110,11 @@ def bench_markdown(bench: dict) -> str:
 
 def _profile_lines(profile: dict | None) -> list[str]:
     """Where each stage's time went (torch.profiler), for records that have the profile phase."""
+    import profile_stages
+
     lines = []
-    for stage, p in (profile or {}).items():
+    for stage in (stage for stage in profile_stages.STAGES if stage in (profile or {})):
+        p = profile[stage]
         kinds = ", ".join(f"{kind} {v['share']:.0%}" for kind, v in p["by_kind"].items())
         lines += ["", f"Where {stage} time goes (torch.profiler, {p['tokens']} tokens, {p['precision']}, self CPU "
                       f"{p['self_cpu_s']:.1f} s; `profile_{stage}.txt`): {kinds}."]

@@ -154,6 +154,7 @@ def environment_record(cfg: Config, extra: dict | None = None) -> dict:
         "packages": package_versions(),
         "git_commit": git_commit(),
         "seeds": {"run": cfg.run.seed, "stats": cfg.stats.seed},
+        "malloc": malloc_in_use(),
     }
     if "torch" in sys.modules:
         import torch
@@ -163,6 +164,19 @@ def environment_record(cfg: Config, extra: dict | None = None) -> dict:
         record["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     record.update(extra or {})
     return record
+
+
+PRELOADABLE_MALLOCS = ("jemalloc", "tcmalloc", "mimalloc")
+
+
+def malloc_in_use() -> str:
+    """Which malloc this process runs: a preloaded one (``LD_PRELOAD``) or glibc's. It changes
+    stage 02's peak memory, not its numbers (``benchmarks/bench_allocator.py`` measures how much)."""
+    maps = Path("/proc/self/maps")
+    if not maps.is_file():
+        return "unknown"
+    text = maps.read_text()
+    return next((name for name in PRELOADABLE_MALLOCS if f"lib{name}" in text), "glibc")
 
 
 def peak_rss_gib() -> float:

@@ -3,6 +3,8 @@ grouping of operators, and the README table rendered from a bench record."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -49,20 +51,23 @@ def reference_bench():
 
 
 def test_the_readme_table_marks_each_goal_and_says_how_the_timings_were_taken(reference_bench):
+    reference_bench["scoring"]["alternating"] = False  # an older record: one scorer's timings after the other's
+    reference_bench.pop("profile", None)
     table = run_all.bench_markdown(reference_bench)
     scoring = next(line for line in table.splitlines() if line.startswith("| scoring: speed vs lm-eval"))
     met = "yes" if reference_bench["scoring"]["ratio_vs_lm_eval"] >= 1.15 else "**no**"
     assert scoring.endswith(f"| ≥ 1.15 | {met} |")
-    assert "taking turns" not in scoring  # this record's timings ran one scorer after the other
+    assert "taking turns" not in scoring
     reference_bench["scoring"]["alternating"] = True
     assert "taking turns" in run_all.bench_markdown(reference_bench)
-    assert "Where training time goes" not in table
+    assert "Where training time goes" not in table  # no profile phase, no profile line
 
 
 def test_a_record_with_the_profile_phase_shows_where_each_stage_spends_its_time(reference_bench):
     by_kind = {"matmul": {"seconds": 7.5, "share": 0.75}, "attention": {"seconds": 2.5, "share": 0.25}}
     reference_bench["profile"] = {stage: {"tokens": 100, "precision": "float32", "self_cpu_s": 10.0,
                                           "by_kind": by_kind} for stage in ("training", "scoring")}
+    reference_bench["profile"]["peak_rss_gib"] = 5.2  # every phase's record carries its process's peak
     lines = [line for line in run_all.bench_markdown(reference_bench).splitlines() if line.startswith("Where ")]
     assert lines == [f"Where {stage} time goes (torch.profiler, 100 tokens, float32, self CPU 10.0 s; "
                      f"`profile_{stage}.txt`): matmul 75%, attention 25%." for stage in ("training", "scoring")]
@@ -84,3 +89,30 @@ def test_the_paper_estimate_charges_qwen25_7b_shapes_at_the_measured_ratios():
     line = next(x for x in run_all.bench_markdown({**bench, "paper_estimate": estimate}).splitlines()
                 if x.startswith("**Estimate"))
     assert f"about {estimate['estimated_minutes']:.0f} min" in line and "not a measurement" in line
+
+
+def _loaded_in_child(env: dict) -> str:
+    code = "from cqa_utils.runs import malloc_in_use; print(malloc_in_use())"
+    return subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_the_allocator_bench_sees_which_malloc_its_child_really_runs():
+    import bench_allocator
+
+    assert bench_allocator.allocator_env("glibc") == {}
+    assert _loaded_in_child(bench_allocator.allocator_env("glibc_pinned_mmap")) == "glibc"
+    preloads = {name: bench_allocator.allocator_env(name) for name in bench_allocator.PRELOADED}
+    present = {name: env for name, env in preloads.items() if env is not None}
+    if not present:
+        pytest.skip("no jemalloc or tcmalloc here: apt-get install libjemalloc2 libtcmalloc-minimal4")
+    for name, env in present.items():
+        assert _loaded_in_child(env) == name
+
+
+def test_a_child_whose_preload_did_not_take_refuses_to_report(monkeypatch):
+    import bench_allocator
+
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    with pytest.raises(RuntimeError, match="asked for jemalloc, the process runs glibc"):
+        bench_allocator._child("jemalloc", 1)
