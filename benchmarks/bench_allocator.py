@@ -14,7 +14,6 @@ Not part of ``make bench`` (minutes per allocator). Run:
 from __future__ import annotations
 
 import argparse
-import ctypes.util
 import json
 import os
 import subprocess
@@ -24,13 +23,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cqa_utils.config import PROJECT_ROOT, load_config  # noqa: E402
-from cqa_utils.runs import environment_record, malloc_in_use, write_json  # noqa: E402
+from cqa_utils.malloc import PACKAGES, PREFERENCE, library_path, malloc_in_use  # noqa: E402
+from cqa_utils.runs import environment_record, write_json  # noqa: E402
 
 # glibc's mmap threshold grows with every large free (up to 32 MiB on 64-bit), after which
 # activation-sized buffers come from the heap; pinning it keeps them in mmap, returned on free.
 GLIBC_PINNED = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 20)}
-PRELOADED = {"jemalloc": "jemalloc", "tcmalloc": "tcmalloc_minimal"}
-ALLOCATORS = ("glibc", "glibc_pinned_mmap", *PRELOADED)
+ALLOCATORS = ("glibc", "glibc_pinned_mmap", *PREFERENCE)
 
 
 def allocator_env(name: str) -> dict[str, str] | None:
@@ -39,13 +38,13 @@ def allocator_env(name: str) -> dict[str, str] | None:
         return {}
     if name == "glibc_pinned_mmap":
         return dict(GLIBC_PINNED)
-    library = ctypes.util.find_library(PRELOADED[name])
+    library = library_path(name)
     return {"LD_PRELOAD": library} if library else None
 
 
 def _child(name: str, n_examples: int) -> dict:
     loaded = malloc_in_use()
-    if loaded != (name if name in PRELOADED else "glibc"):
+    if loaded != (name if name in PREFERENCE else "glibc"):
         raise RuntimeError(f"asked for {name}, the process runs {loaded}")
     from bench_training import _train, examples_for
 
@@ -62,7 +61,7 @@ def run(n_examples: int = 40, allocators=ALLOCATORS) -> dict:
     for name in ["glibc", *[a for a in allocators if a != "glibc"]]:
         extra = allocator_env(name)
         if extra is None:
-            skipped.append({"allocator": name, "reason": f"lib{PRELOADED[name]} not found (apt: lib{name}*)"})
+            skipped.append({"allocator": name, "reason": f"not installed (apt-get install {PACKAGES[name]})"})
             continue
         done = subprocess.run([sys.executable, __file__, "--child", name, "--examples", str(n_examples)],
                               env={**os.environ, **extra}, capture_output=True, text=True, check=False)

@@ -1,6 +1,7 @@
 """Run every benchmark and write ``results/bench/bench.json`` and ``bench.md`` (``make bench``).
 
-Each phase runs in a fresh (spawned) process, so its peak resident memory is its own.
+Each phase runs in a fresh (spawned) process, so its peak resident memory is its own, and with the
+malloc the study's kernels get (:mod:`cqa_utils.malloc`), so the bench times what `make reproduce` runs.
 Numbers are measured on the machine at hand, against the ecosystem's own tools and the
 machine's matmul bound in the same run: re-run them rather than trusting another CPU's.
 ``--readme`` also writes the table into README.md's ``bench`` block.
@@ -11,6 +12,7 @@ import argparse
 import concurrent.futures
 import json
 import multiprocessing
+import os
 import platform
 import sys
 from datetime import datetime, timezone
@@ -21,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import paper_estimate  # noqa: E402
 
 from cqa_utils.config import PROJECT_ROOT, load_config  # noqa: E402
+from cqa_utils.malloc import preload_env  # noqa: E402
 from cqa_utils.report import replace_block  # noqa: E402
 from cqa_utils.runs import environment_record, write_json, write_text  # noqa: E402
 
@@ -52,11 +55,12 @@ def _phase(name: str) -> dict:
     import bench_training
     import profile_stages
 
+    from cqa_utils.malloc import malloc_in_use
     from cqa_utils.runs import peak_rss_gib
 
     run = {"bound": machine_bound, "scoring": bench_scoring.run, "training": bench_training.run,
            "profile": lambda: profile_stages.run(out=BENCH_DIR), "scaling": bench_scaling.run}[name]
-    return {**run(), "peak_rss_gib": peak_rss_gib()}
+    return {**run(), "peak_rss_gib": peak_rss_gib(), "malloc": malloc_in_use()}
 
 
 def _met(value: float, goal: tuple[str, float]) -> str:
@@ -102,8 +106,9 @@ def bench_markdown(bench: dict) -> str:
             tokens = p.get("forwarded_tokens", p.get("tokens"))
             lines.append(f"| {kind} by {p['axis']} | {p['size']} | {tokens} | {p['seconds']:.1f} | "
                          f"{p['tokens_per_s']:.0f} | {p['fraction_of_bound']:.0%} |")
+    malloc = bench["training"].get("malloc", "glibc (not recorded)")
     lines += ["", f"Measured {bench['finished'][:10]} on {bench['machine']['processor']} "
-                  f"({env['torch_threads']} threads, CPU capability {env['cpu_capability']}), torch "
+                  f"({env['torch_threads']} threads, CPU capability {env['cpu_capability']}, malloc {malloc}), torch "
                   f"{env['packages']['torch']}; `results/bench/bench.json` holds every raw time."]
     return "\n".join(lines)
 
@@ -144,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     out = BENCH_DIR
     if args.render:
         return publish(json.loads((out / "bench.json").read_text(encoding="utf-8")), out, args.readme)
+    os.environ.update(preload_env())  # the phases run the malloc stage 02's kernels run (cqa_utils.malloc)
     bench = {}
     for name in PHASES:
         print(f"=== {name}", flush=True)
@@ -162,9 +168,31 @@ def main(argv: list[str] | None = None) -> int:
     return publish(bench, out, args.readme)
 
 
+def allocator_markdown(record: dict) -> str:
+    """``bench_allocator.py``'s record as a table: each malloc's peak RSS and speed against glibc's."""
+    rows = record["allocators"]
+    losses = {r["train_loss"] for r in rows}
+    loss = (f"the same final loss ({rows[0]['train_loss']}) under each" if len(losses) == 1
+            else "final losses " + ", ".join(f"{r['allocator']} {r['train_loss']}" for r in rows))
+    env = record["environment"]
+    lines = [f"Stage 02's trainer under each malloc (`benchmarks/bench_allocator.py`: one epoch over "
+             f"{record['examples']} annotations, one process and one timing each, {loss}; measured {env['created'][:10]}, "
+             f"{env['torch_threads']} threads, CPU capability {env['cpu_capability']}):", "",
+             "| malloc | how | peak RSS (GiB) | vs glibc | tok/s | speed vs glibc |", "|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        how = " ".join(f"`{key}={value}`" for key, value in r["env"].items()) or "default"
+        lines.append(f"| {r['allocator']} | {how} | {r['peak_rss_gib']:.2f} | {r['peak_rss_vs_glibc']:.2f}× | "
+                     f"{r['tokens_per_s']:.0f} | {r['speed_vs_glibc']:.2f}× |")
+    lines += [f"| {s['allocator']} | skipped: {s['reason']} | | | | |" for s in record.get("skipped", [])]
+    return "\n".join(lines)
+
+
 def publish(bench: dict, out: Path, readme: bool) -> int:
-    """Write bench.md (and the README block) from a bench record; print the table."""
+    """Write bench.md (and the README block) from a bench record, with ``bench_allocator.py``'s
+    table where its record lies beside it; print the table."""
     table = bench_markdown(bench)
+    if (out / "allocator.json").is_file():
+        table += "\n\n" + allocator_markdown(json.loads((out / "allocator.json").read_text(encoding="utf-8")))
     write_text(out / "bench.md", table + "\n")
     print(table)
     if readme:

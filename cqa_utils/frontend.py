@@ -5,7 +5,8 @@
 JupyterLab otherwise. Progress reports (:mod:`cqa_utils.progress`) and notebook 03's
 explorer (:mod:`cqa_utils.explorer`) read this to choose between live widgets and output
 that reads well in a log file and an executed notebook. Running papermill by hand, set
-``CQA_BATCH=1`` for the same behaviour.
+``CQA_BATCH=1`` for the same behaviour. The kernels also start with the malloc that holds
+stage 02's memory down (:mod:`cqa_utils.malloc`).
 """
 from __future__ import annotations
 
@@ -42,9 +43,13 @@ def interactive_notebook() -> bool:
 
 @contextlib.contextmanager
 def batch_environment() -> Iterator[None]:
-    """:data:`BATCH_ENV` set for the processes started inside (notebook kernels inherit it), then restored."""
-    saved = {key: os.environ.get(key) for key in BATCH_ENV}
-    os.environ.update(BATCH_ENV)
+    """:data:`BATCH_ENV` and the malloc preload (:func:`cqa_utils.malloc.preload_env`) set for the
+    processes started inside (notebook kernels inherit them), then restored."""
+    from .malloc import preload_env
+
+    added = {**BATCH_ENV, **preload_env()}
+    saved = {key: os.environ.get(key) for key in added}
+    os.environ.update(added)
     try:
         yield
     finally:

@@ -290,9 +290,30 @@ def wall_time_line(manifest: dict) -> str:
             f"{len(walls)} runs (median {walls[len(walls) // 2] / 60:.0f} min per run): {per_run}.{note}")
 
 
+def memory_line(runs) -> str:
+    """Stage 02's peak memory of a grid's finished runs, given their folders: the highest
+    ``peak_rss_gib`` of each train_log.csv, grouped by the malloc its environment.json records;
+    runs from before that record are "not recorded" (nothing was preloaded then, so glibc's)."""
+    import pandas as pd
+
+    by_malloc: dict[str, list[float]] = {}
+    for folder in runs:
+        stage = Path(folder) / "02_finetune"
+        if not (stage / "train_log.csv").is_file():
+            continue
+        environment = json.loads((stage / "environment.json").read_text(encoding="utf-8"))
+        peak = float(pd.read_csv(stage / "train_log.csv")["peak_rss_gib"].max())
+        by_malloc.setdefault(environment.get("malloc", "glibc (not recorded)"), []).append(peak)
+    if not by_malloc:
+        return ""
+    parts = [f"{name}: {min(peaks):.1f}–{max(peaks):.1f} GiB over {len(peaks)} run(s)" if len(peaks) > 1 else
+             f"{name}: {peaks[0]:.1f} GiB (1 run)" for name, peaks in sorted(by_malloc.items())]
+    return f"Stage 02's peak RSS per run by malloc (train_log.csv, environment.json): {'; '.join(parts)}."
+
+
 def publish_grid(grid_file: Path | str, readme: Path = PROJECT_ROOT / "README.md") -> Path:
     """Regenerate the README's "Controls and robustness" block from a grid's notebook 06 output."""
-    from .robustness import find_manifest, read_manifest, robustness_markdown
+    from .robustness import find_manifest, read_manifest, robustness_markdown, run_folder
     from .sweep import load_grid
 
     grid = load_grid(grid_file)
@@ -303,6 +324,8 @@ def publish_grid(grid_file: Path | str, readme: Path = PROJECT_ROOT / "README.md
     if found is None:
         raise FileNotFoundError(f"no notebook 06 output for grid {grid.name!r} in {[str(c) for c in candidates]}; "
                                 f"run notebook 06 (cqa sweep runs it when the grid is finished)")
-    block = robustness_markdown(json.loads(found.read_text(encoding="utf-8"))) + "\n\n" + wall_time_line(manifest)
+    memory = memory_line(run_folder(manifest_path, grid.name, r["name"]) for r in manifest["runs"] if r["status"] == "done")
+    block = "\n\n".join(filter(None, [robustness_markdown(json.loads(found.read_text(encoding="utf-8"))),
+                                       wall_time_line(manifest), memory]))
     text = replace_block(readme.read_text(encoding="utf-8"), GRID_BEGIN, GRID_END, block, readme)
     return write_text(readme, text)

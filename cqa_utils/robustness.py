@@ -61,21 +61,29 @@ def read_manifest(path: Path) -> dict:
     return manifest
 
 
+def run_folder(manifest: Path, grid: str, name: str, results_dir: str | Path = "results",
+               reference_dir: str | Path = "reference") -> Path:
+    """Where one of a manifest's runs sits. A published manifest's runs are in ``reference/``;
+    this machine's manifest may mix runs trained here (``results/<run>/``) with runs it found
+    published by an earlier session (``reference/<run>/``), as the sweep's own resume does."""
+    fresh = Path(manifest) == _resolve(results_dir) / "sweeps" / grid / "sweep.json"
+    local = _resolve(results_dir) / name
+    return local if fresh and local.is_dir() else _resolve(reference_dir) / name
+
+
 def grid_runs(grid: str, results_dir: str | Path = "results", reference_dir: str | Path = "reference") -> pd.DataFrame:
     """Every finished run's scores.csv in one long frame with ``run, arm, seed, headline_epoch`` first.
 
-    Runs sit beside their manifest's tree (``results/<run>/`` or ``reference/<run>/``). Arm,
+    Runs are found by :func:`run_folder`. Arm,
     seed and headline epoch are read from the run's saved stage-03 config, not from its name,
     so a renamed run cannot be counted under the wrong arm. Runs not ``done`` are left out.
     """
     path = find_manifest(grid, results_dir, reference_dir)
-    fresh = path == _resolve(results_dir) / "sweeps" / grid / "sweep.json"
-    base = _resolve(results_dir) if fresh else _resolve(reference_dir)
     frames = []
     for run in read_manifest(path)["runs"]:
         if run["status"] != "done":
             continue
-        scores_path = base / run["name"] / SCORES
+        scores_path = run_folder(path, grid, run["name"], results_dir, reference_dir) / SCORES
         if not scores_path.is_file():
             raise FileNotFoundError(f"{path}: run {run['name']!r} is marked done but {scores_path} is missing")
         cfg = config_from_dict(saved_config(scores_path.parent), source=str(scores_path.parent / "config.yaml"))

@@ -26,6 +26,7 @@ from typing import Iterator
 import yaml
 
 from .config import PROJECT_ROOT, Config
+from .malloc import malloc_in_use
 from .registry import get_stage
 
 TRACKED_PACKAGES = (
@@ -164,19 +165,6 @@ def environment_record(cfg: Config, extra: dict | None = None) -> dict:
         record["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     record.update(extra or {})
     return record
-
-
-PRELOADABLE_MALLOCS = ("jemalloc", "tcmalloc", "mimalloc")
-
-
-def malloc_in_use() -> str:
-    """Which malloc this process runs: a preloaded one (``LD_PRELOAD``) or glibc's. It changes
-    stage 02's peak memory, not its numbers (``benchmarks/bench_allocator.py`` measures how much)."""
-    maps = Path("/proc/self/maps")
-    if not maps.is_file():
-        return "unknown"
-    text = maps.read_text()
-    return next((name for name in PRELOADABLE_MALLOCS if f"lib{name}" in text), "glibc")
 
 
 def peak_rss_gib() -> float:

@@ -1,7 +1,11 @@
-"""Shared fixtures: the real embedded model and a smoke run (each built once per session), and tiny data files."""
+"""Shared fixtures: the real embedded model and a smoke run (each built once per session), tiny data files,
+and the malloc a child process runs."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,6 +61,13 @@ def smoke_run(tmp_path_factory):
     with contextlib.redirect_stdout(terminal):
         results = run_pipeline("smoke", overrides={"run.results_dir": str(results_dir)})
     return results, results_dir / "smoke", terminal.getvalue()
+
+
+def malloc_of_a_child(env: dict) -> str:
+    """The malloc a fresh Python process reports (cqa_utils.malloc.malloc_in_use) with ``env`` added."""
+    code = "from cqa_utils.malloc import malloc_in_use; print(malloc_in_use())"
+    return subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True,
+                          check=True).stdout.strip()
 
 
 def write_jsonl(path: Path, rows) -> Path:

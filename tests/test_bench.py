@@ -3,12 +3,13 @@ grouping of operators, and the README table rendered from a bench record."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import malloc_of_a_child
+
+from cqa_utils.malloc import PREFERENCE
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
@@ -91,23 +92,17 @@ def test_the_paper_estimate_charges_qwen25_7b_shapes_at_the_measured_ratios():
     assert f"about {estimate['estimated_minutes']:.0f} min" in line and "not a measurement" in line
 
 
-def _loaded_in_child(env: dict) -> str:
-    code = "from cqa_utils.runs import malloc_in_use; print(malloc_in_use())"
-    return subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True,
-                          check=True).stdout.strip()
-
-
 def test_the_allocator_bench_sees_which_malloc_its_child_really_runs():
     import bench_allocator
 
     assert bench_allocator.allocator_env("glibc") == {}
-    assert _loaded_in_child(bench_allocator.allocator_env("glibc_pinned_mmap")) == "glibc"
-    preloads = {name: bench_allocator.allocator_env(name) for name in bench_allocator.PRELOADED}
+    assert malloc_of_a_child(bench_allocator.allocator_env("glibc_pinned_mmap")) == "glibc"
+    preloads = {name: bench_allocator.allocator_env(name) for name in PREFERENCE}
     present = {name: env for name, env in preloads.items() if env is not None}
     if not present:
         pytest.skip("no jemalloc or tcmalloc here: apt-get install libjemalloc2 libtcmalloc-minimal4")
     for name, env in present.items():
-        assert _loaded_in_child(env) == name
+        assert malloc_of_a_child(env) == name
 
 
 def test_a_child_whose_preload_did_not_take_refuses_to_report(monkeypatch):

@@ -1,8 +1,10 @@
 """The README's generated Results block: every branch of the verdict sentence, and the table."""
 import pytest
 
-from cqa_utils.report import (controlled_verdict, models_markdown, published_model_reports, results_markdown,
-                              update_readme, verdict, wall_time_line)
+import json
+
+from cqa_utils.report import (controlled_verdict, memory_line, models_markdown, published_model_reports,
+                              results_markdown, update_readme, verdict, wall_time_line)
 
 
 def report(lit_p, lit_d, fact_p, fact_d) -> dict:
@@ -124,3 +126,16 @@ def test_the_grid_wall_time_line_gives_the_total_each_run_and_marks_a_resumed_on
     assert line.startswith("2 of 3 runs finished; measured wall time 1.2 h for 2 runs")
     assert "`g-a` 50 min, `g-b` 20 min (resumed)" in line and "covers only the session" in line
     assert wall_time_line({"runs": manifest["runs"][2:]}) == "0 of 1 runs finished; no wall times recorded."
+
+
+def test_the_grid_memory_line_groups_each_runs_training_peak_by_its_malloc(tmp_path):
+    peaks = {"g-a": ([3.4, 6.6, 6.5], None), "g-b": ([3.1, 4.2], "tcmalloc"), "g-c": ([3.3, 6.4], None)}
+    for name, (rss, malloc) in peaks.items():
+        stage = tmp_path / name / "02_finetune"
+        stage.mkdir(parents=True)
+        stage.joinpath("train_log.csv").write_text("step,peak_rss_gib\n" + "".join(
+            f"{i},{v}\n" for i, v in enumerate(rss, 1)))
+        stage.joinpath("environment.json").write_text(json.dumps({"malloc": malloc} if malloc else {}))
+    assert memory_line(tmp_path / name for name in [*peaks, "g-never-trained"]) == ("Stage 02's peak RSS per run by malloc (train_log.csv, environment.json): "
+                                               "glibc (not recorded): 6.4–6.6 GiB over 2 run(s); tcmalloc: 4.2 GiB (1 run).")
+    assert memory_line([tmp_path / "g-never-trained"]) == ""

@@ -89,6 +89,17 @@ def test_the_published_manifest_is_read_when_the_grid_was_not_run_here(tmp_path)
         rb.find_manifest("h", tmp_path / "nowhere", reference)
 
 
+def test_a_local_manifest_finds_runs_an_earlier_session_published(tmp_path):
+    results = write_grid(tmp_path)  # this machine's manifest; two of its runs now live only in reference/
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    for name in ("g-run0", "g-run3"):
+        (results / name).rename(reference / name)
+    assert rb.run_folder(results / "sweeps" / "g" / "sweep.json", "g", "g-run0", results, reference) == reference / "g-run0"
+    assert rb.run_folder(results / "sweeps" / "g" / "sweep.json", "g", "g-run1", results, reference) == results / "g-run1"
+    assert sorted(rb.grid_runs("g", results, reference)["run"].unique()) == [f"g-run{i}" for i in range(6)]
+
+
 def test_a_done_run_without_scores_is_an_error_naming_it(tmp_path):
     results = write_grid(tmp_path, extra_runs=[{"name": "g-lost", "overrides": {}, "status": "done"}])
     with pytest.raises(FileNotFoundError, match="run 'g-lost' is marked done"):
