@@ -66,12 +66,11 @@ test: setup
 	$(BIN)/cqa validate data
 	$(BIN)/python -m pytest
 
-# The malloc batch kernels get (cqa_utils/malloc.py: tcmalloc or jemalloc where installed, CQA_MALLOC to choose),
-# given to JupyterLab's kernels too; `cqa run` sets it for its own kernels.
-PRELOAD = $(shell $(BIN)/python -c 'from cqa_utils.malloc import preload_env; print(preload_env().get("LD_PRELOAD", ""))')
+# JupyterLab and its kernels run the malloc `cqa run` gives its own kernels (cqa_utils/malloc.py: tcmalloc or
+# jemalloc where installed, CQA_MALLOC to choose).
 
 lab: setup
-	$(if $(PRELOAD),LD_PRELOAD=$(PRELOAD) ,)$(BIN)/jupyter lab notebooks/
+	$(BIN)/python -m cqa_utils.malloc $(BIN)/jupyter lab notebooks/
 
 bench: setup
 	$(BIN)/python -m pip install --quiet trl==1.16.0 lm_eval==0.4.13 torch==2.13.0

@@ -12,12 +12,14 @@ speed, never a number: the bench's losses agree to every digit printed.
 
 ``CQA_MALLOC`` chooses: ``auto`` (or unset) takes the first of :data:`PREFERENCE` installed and
 glibc's where none is; ``glibc`` or a name from :data:`LIBRARIES` asks for that one. A
-``LD_PRELOAD`` the user set is left alone.
+``LD_PRELOAD`` the user set is left alone. ``python -m cqa_utils.malloc CMD …`` runs a command
+under that choice (``make lab`` starts JupyterLab so, and its kernels inherit it).
 """
 from __future__ import annotations
 
 import ctypes.util
 import os
+import sys
 from pathlib import Path
 
 CHOICE_VAR = "CQA_MALLOC"
@@ -68,3 +70,20 @@ def preload_env(choice: str | None = None) -> dict[str, str]:
         raise RuntimeError(f"{CHOICE_VAR}={choice}: lib{LIBRARIES[choice]} is not installed "
                            f"(apt-get install {PACKAGES[choice]}), or set {CHOICE_VAR}=auto")
     return {"LD_PRELOAD": path}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Replace this process with ``argv`` run under the chosen malloc; a bad choice exits 2."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        sys.exit("usage: python -m cqa_utils.malloc COMMAND [ARG ...]")
+    try:
+        extra = preload_env()
+    except (ValueError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    os.execvpe(argv[0], argv, {**os.environ, **extra})
+
+
+if __name__ == "__main__":
+    main()

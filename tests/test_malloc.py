@@ -51,3 +51,14 @@ def test_kernels_started_in_the_batch_environment_run_the_chosen_malloc(monkeypa
 
 def test_a_child_without_a_preload_runs_glibc():
     assert malloc_of_a_child({"LD_PRELOAD": ""}) == "glibc"
+
+
+def test_the_launcher_runs_a_command_under_the_choice_and_refuses_a_bad_one(monkeypatch):
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    code = "from cqa_utils.malloc import malloc_in_use; print(malloc_in_use())"
+    launch = [sys.executable, "-m", "cqa_utils.malloc", sys.executable, "-c", code]
+    for choice, expected in [("glibc", "glibc"), *[(name, name) for name in INSTALLED]]:
+        child = subprocess.run(launch, env={**os.environ, malloc.CHOICE_VAR: choice}, capture_output=True, text=True)
+        assert (child.returncode, child.stdout.strip()) == (0, expected), child.stderr
+    bad = subprocess.run(launch, env={**os.environ, malloc.CHOICE_VAR: "jemaloc"}, capture_output=True, text=True)
+    assert bad.returncode == 2 and "did you mean 'jemalloc'?" in bad.stderr and not bad.stdout
