@@ -290,25 +290,37 @@ def wall_time_line(manifest: dict) -> str:
             f"{len(walls)} runs (median {walls[len(walls) // 2] / 60:.0f} min per run): {per_run}.{note}")
 
 
-def memory_line(runs) -> str:
-    """Stage 02's peak memory of a grid's finished runs, given their folders: the highest
-    ``peak_rss_gib`` of each train_log.csv, grouped by the malloc its environment.json records;
-    runs from before that record are "not recorded" (nothing was preloaded then, so glibc's)."""
+def malloc_line(runs) -> str:
+    """Stage 02's peak memory and the study's wall/bound ratio of a grid's finished runs, given
+    their folders, grouped by the malloc each run's stage 02 ran under (its environment.json;
+    runs from before that record are "not recorded": nothing was preloaded then, so glibc's).
+    The peak is the highest ``peak_rss_gib`` of train_log.csv, the ratio efficiency.json's."""
     import pandas as pd
 
-    by_malloc: dict[str, list[float]] = {}
-    for folder in runs:
-        stage = Path(folder) / "02_finetune"
+    from .efficiency import FILENAME
+
+    by_malloc: dict[str, list[tuple[float, float | None]]] = {}
+    for folder in map(Path, runs):
+        stage = folder / "02_finetune"
         if not (stage / "train_log.csv").is_file():
             continue
         environment = json.loads((stage / "environment.json").read_text(encoding="utf-8"))
         peak = float(pd.read_csv(stage / "train_log.csv")["peak_rss_gib"].max())
-        by_malloc.setdefault(environment.get("malloc", "glibc (not recorded)"), []).append(peak)
+        record = folder / FILENAME
+        ratio = json.loads(record.read_text(encoding="utf-8"))["study"]["ratio"] if record.is_file() else None
+        by_malloc.setdefault(environment.get("malloc", "glibc (not recorded)"), []).append((peak, ratio))
     if not by_malloc:
         return ""
-    parts = [f"{name}: {min(peaks):.1f}–{max(peaks):.1f} GiB over {len(peaks)} run(s)" if len(peaks) > 1 else
-             f"{name}: {peaks[0]:.1f} GiB (1 run)" for name, peaks in sorted(by_malloc.items())]
-    return f"Stage 02's peak RSS per run by malloc (train_log.csv, environment.json): {'; '.join(parts)}."
+
+    def span(values, fmt):
+        values = sorted(v for v in values if v is not None)
+        return "–" if not values else fmt.format(values[0]) + ("" if len(values) == 1 else "–" + fmt.format(values[-1]))
+
+    parts = [f"{name} ({len(rows)} run{'s' if len(rows) > 1 else ''}): peak {span([p for p, _ in rows], '{:.1f}')} GiB, "
+             f"wall/bound {span([r for _, r in rows], '{:.2f}')}" for name, rows in sorted(by_malloc.items())]
+    return ("Per run, by the malloc stage 02 ran under: stage 02's peak RSS (train_log.csv) and the run's wall time "
+            "against this machine's bound (efficiency.json; it rises with whatever else shared the cores): "
+            + "; ".join(parts) + ".")
 
 
 def publish_grid(grid_file: Path | str, readme: Path = PROJECT_ROOT / "README.md") -> Path:
@@ -324,8 +336,8 @@ def publish_grid(grid_file: Path | str, readme: Path = PROJECT_ROOT / "README.md
     if found is None:
         raise FileNotFoundError(f"no notebook 06 output for grid {grid.name!r} in {[str(c) for c in candidates]}; "
                                 f"run notebook 06 (cqa sweep runs it when the grid is finished)")
-    memory = memory_line(run_folder(manifest_path, grid.name, r["name"]) for r in manifest["runs"] if r["status"] == "done")
+    machine = malloc_line(run_folder(manifest_path, grid.name, r["name"]) for r in manifest["runs"] if r["status"] == "done")
     block = "\n\n".join(filter(None, [robustness_markdown(json.loads(found.read_text(encoding="utf-8"))),
-                                       wall_time_line(manifest), memory]))
+                                       wall_time_line(manifest), machine]))
     text = replace_block(readme.read_text(encoding="utf-8"), GRID_BEGIN, GRID_END, block, readme)
     return write_text(readme, text)

@@ -3,7 +3,7 @@ import pytest
 
 import json
 
-from cqa_utils.report import (controlled_verdict, memory_line, models_markdown, published_model_reports,
+from cqa_utils.report import (controlled_verdict, malloc_line, models_markdown, published_model_reports,
                               results_markdown, update_readme, verdict, wall_time_line)
 
 
@@ -128,14 +128,17 @@ def test_the_grid_wall_time_line_gives_the_total_each_run_and_marks_a_resumed_on
     assert wall_time_line({"runs": manifest["runs"][2:]}) == "0 of 1 runs finished; no wall times recorded."
 
 
-def test_the_grid_memory_line_groups_each_runs_training_peak_by_its_malloc(tmp_path):
-    peaks = {"g-a": ([3.4, 6.6, 6.5], None), "g-b": ([3.1, 4.2], "tcmalloc"), "g-c": ([3.3, 6.4], None)}
-    for name, (rss, malloc) in peaks.items():
+def test_the_grid_malloc_line_groups_each_runs_training_peak_and_efficiency_by_its_malloc(tmp_path):
+    runs = {"g-a": ([3.4, 6.6, 6.5], None, 4.24), "g-b": ([3.1, 4.2], "tcmalloc", 1.69), "g-c": ([3.3, 6.4], None, None)}
+    for name, (rss, malloc, ratio) in runs.items():
         stage = tmp_path / name / "02_finetune"
         stage.mkdir(parents=True)
         stage.joinpath("train_log.csv").write_text("step,peak_rss_gib\n" + "".join(
             f"{i},{v}\n" for i, v in enumerate(rss, 1)))
         stage.joinpath("environment.json").write_text(json.dumps({"malloc": malloc} if malloc else {}))
-    assert memory_line(tmp_path / name for name in [*peaks, "g-never-trained"]) == ("Stage 02's peak RSS per run by malloc (train_log.csv, environment.json): "
-                                               "glibc (not recorded): 6.4–6.6 GiB over 2 run(s); tcmalloc: 4.2 GiB (1 run).")
-    assert memory_line([tmp_path / "g-never-trained"]) == ""
+        if ratio:
+            (tmp_path / name / "efficiency.json").write_text(json.dumps({"study": {"ratio": ratio}}))
+    line = malloc_line(tmp_path / name for name in [*runs, "g-never-trained"])
+    assert line.endswith(": glibc (not recorded) (2 runs): peak 6.4–6.6 GiB, wall/bound 4.24; "
+                         "tcmalloc (1 run): peak 4.2 GiB, wall/bound 1.69.")
+    assert malloc_line([tmp_path / "g-never-trained"]) == ""
