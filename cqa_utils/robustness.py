@@ -348,12 +348,19 @@ def robustness_markdown(report: dict) -> str:
                if m.get("estimate") is not None else "–")
         lines.append(f"| {r['kind']} | {r['group']} | {r['n_items']} | {_num(r['hl'])} [{_num(r['hl_ci_low'])}, "
                      f"{_num(r['hl_ci_high'])}] | {_num(r['d_z'])} | {_num(r['p_one_sided'], '.3g')} | {fit} |")
-    lines += ["", "Seed spread of the one-sided p per arm and group (specific ΔI): "
-              + "; ".join(f"{s['arm']} {s['group']} {_num(s['p_min'], '.3g')}–{_num(s['p_max'], '.3g')}"
-                          for s in report["seed_spread"] if s["kind"] == "specific") + ".",
+    lines += ["", "Seed spread per arm and group (specific ΔI; min–max over seeds, one value for one seed): "
+              + "; ".join(_spread_cell(s) for s in report["seed_spread"] if s["kind"] == "specific") + ".",
               *_arm_lines(report.get("arms", []), contrast["arm"], contrast["control"]),
               "", "Every number and figure: notebook 06 (`06_robustness/` beside the grid's manifest)."]
     return "\n".join(lines)
+
+
+def _spread_cell(row: dict) -> str:
+    """One arm × group of the seed spread: the one-sided p and d_z, a range only where seeds differ."""
+    def span(low, high, spec):
+        return _num(low, spec) if row["n_seeds"] < 2 else f"{_num(low, spec)}–{_num(high, spec)}"
+    return (f"{row['arm']} {row['group']} p {span(row['p_min'], row['p_max'], '.3g')}, "
+            f"d_z {span(row['d_z_min'], row['d_z_max'], '+.2f')}")
 
 
 def _arm_lines(arms: list[dict], arm: str, control: str) -> list[str]:

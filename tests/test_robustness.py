@@ -268,3 +268,17 @@ def test_notebook_06_runs_on_a_grid_still_running_and_says_too_few_runs(tmp_path
     report = json.loads((out / "robustness.json").read_text())
     assert report["seeds_per_arm"] == {"cot": 2} and "too few runs" in report["verdict"]
     assert pd.read_csv(out / "contrast.csv").empty and (out / "fig_arm_contrast.png").is_file()
+
+
+def test_the_seed_spread_shows_a_range_over_seeds_and_one_value_for_one_seed(planted):
+    deltas = planted[2]
+    single = deltas[deltas["run"] == deltas["run"].iloc[0]].assign(run="g-lm", arm="passage_lm", seed=9)
+    spread = rb.seed_spread(rb.seed_summaries(pd.concat([deltas, single]), n_boot=200))
+    report = {"grid": "g", "seeds_per_arm": {}, "verdict": "v", "contrast": {"arm": "cot", "control": "shuffled_cot",
+                                                                            "tests": []},
+              "mixed_model": [], "seed_spread": spread.to_dict("records")}
+    line = next(l for l in rb.robustness_markdown(report).splitlines() if l.startswith("Seed spread"))
+    rows = spread[spread["kind"] == "specific"].set_index(["arm", "group"])
+    cot, lm = rows.loc[("cot", "literary")], rows.loc[("passage_lm", "literary")]
+    assert f"cot literary p {cot['p_min']:.3g}–{cot['p_max']:.3g}, d_z {cot['d_z_min']:+.2f}–{cot['d_z_max']:+.2f}" in line
+    assert f"passage_lm literary p {lm['p_min']:.3g}, d_z {lm['d_z_min']:+.2f};" in line
