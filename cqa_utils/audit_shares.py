@@ -34,6 +34,12 @@ def rogan_gladen(raw, sensitivity, specificity):
     return np.clip(share, 0.0, 1.0)
 
 
+def _mean_of_replicates(boots) -> np.ndarray:
+    """Per bootstrap replicate, the mean over a role's datasets, skipping NaN; NaN (without the
+    empty-slice warning of ``np.nanmean``) where every member's resample had Se + Sp <= 1."""
+    return np.ma.masked_invalid(np.vstack(boots)).mean(axis=0).filled(np.nan)
+
+
 def _se_sp(gold: np.ndarray, pred: np.ndarray):
     """Sensitivity and specificity along the last axis (resampled rows on the first)."""
     pos, neg = gold == 1, gold == 0
@@ -86,7 +92,7 @@ def corrected_shares(records, labelled, roles: dict[str, str], n_boot: int = 200
             rows.append(dict(group=f"mean:{role}", role=role, label=name, n=int(part.n.sum()),
                              raw=part.raw.mean(), sensitivity=part.sensitivity.iloc[0],
                              specificity=part.specificity.iloc[0], share=part.share.mean(),
-                             boot=np.nanmean(np.vstack(part.boot.to_list()), axis=0)))
+                             boot=_mean_of_replicates(part.boot.to_list())))
     out = pd.DataFrame(rows)
     out["ci_low"] = [np.nanquantile(b, tail) for b in out.boot]
     out["ci_high"] = [np.nanquantile(b, 1 - tail) for b in out.boot]

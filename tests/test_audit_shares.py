@@ -75,3 +75,21 @@ def test_grouped_folds_never_split_a_prompt_shared_between_datasets():
         assert not set(keys.iloc[train]) & set(keys.iloc[test])
     oof = A.cross_val_predict_learned(frame, folds=3, seed=0)
     assert list(oof.index) == list(frame.index)
+
+
+def test_a_replicate_where_the_classifier_is_uninformative_stays_nan_without_a_warning(recwarn):
+    """A weak classifier on few labelled rows: some resamples have Se + Sp <= 1 for every dataset
+    of a role; the role mean is NaN there (and ignored by the interval), not a warning."""
+    records, _ = _toy()
+    gold = np.array([1] * 6 + [0] * 6)
+    pred = np.array([1, 1, 1, 1, 0, 0] + [1, 1, 1, 0, 0, 0])          # Se 4/6, Sp 3/6
+    labelled = pd.DataFrame({**{k: gold for k in A.LABELS}, **{f"pred_{k}": pred for k in A.LABELS}})
+    out = corrected_shares(records, labelled, {"a": "e", "b": "e"}, n_boot=400, seed=3)
+    role = out[(out.group == "mean:e") & (out.label == "craft")].iloc[0]
+    assert np.isnan(role.boot).any() and not np.isnan(role.boot).all()
+    a, b = (out[(out.group == g) & (out.label == "craft")].iloc[0].boot for g in ("a", "b"))
+    informative = ~np.isnan(a)                      # one labelled resample per replicate, shared by a and b
+    assert (np.isnan(b) == ~informative).all() and (np.isnan(role.boot) == ~informative).all()
+    assert np.allclose(role.boot[informative], (a + b)[informative] / 2)
+    assert role.ci_low <= role.ci_high
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
