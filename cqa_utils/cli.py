@@ -17,6 +17,7 @@ Copy-paste examples::
     cqa score --benchmark my_items.jsonl --out scored/    # ΔI for your own items, base model
     cqa score --benchmark my_items.jsonl --adapter results/default/02_finetune/epoch-5 --out scored5/
     cqa report --config default                           # README results + figures/ from a finished run
+    cqa report --config configs/gemma3-270m.yaml          # another run: the per-model table and figure only
     cqa report --grid configs/sweeps/controls.yaml        # README controls and robustness from notebook 06
     cqa publish --config default                          # compact outputs of a run -> reference/<run>/
     cqa efficiency --config default                       # stage times vs this machine's matmul bound
@@ -91,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="regenerate the README's Results block and figures/ from a finished run")
     _run_options(report, force=False)
     report.add_argument("--grid", help="instead: the README's Controls and robustness block from a grid's notebook 06")
+    report.add_argument("--headline", action="store_true",
+                        help="show this run in the README's Results even though they show another run "
+                             "(without it, such a run updates only the per-model table and figure)")
 
     publish = sub.add_parser("publish", help="copy a finished run's compact outputs (no weights) into reference/<run>/")
     _run_options(publish, force=False)
@@ -159,7 +163,7 @@ def _dispatch(args) -> int:
     elif args.command == "report":
         from .report import publish, publish_grid
 
-        for path in [publish_grid(args.grid)] if args.grid else publish(_resolve(args)):
+        for path in [publish_grid(args.grid)] if args.grid else publish(_resolve(args), headline=args.headline):
             print(f"wrote {path}")
     elif args.command == "publish" and args.grid:
         from .sweep import load_grid, publish_finished

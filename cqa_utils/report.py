@@ -2,12 +2,17 @@
 
 Reads ``results/<run>/04_stats/stats.json`` and stage 01's ``conclusion.json`` and
 ``shares.csv``, rewrites the blocks between the ``results`` and ``audit`` markers in
-README.md (and the ``efficiency`` block from the run's ``efficiency.json``), and copies the run's figures (stage 05) into ``figures/``. The verdict sentences
-are computed from the numbers, so the README never claims more than the run showed.
+README.md (and the ``efficiency`` block from the run's ``efficiency.json``), and copies the run's
+figures (stage 05) into ``figures/``. Those blocks belong to one run, the *headline run* the
+Results block names; a run of another name (Gemma, a seed, a replicator's GPU run) updates only
+the per-model table and the across-models figure unless it is told to take the headline over.
+The verdict sentences are computed from the numbers, so the README never claims more than the
+run showed.
 """
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -241,23 +246,61 @@ def update_readme(readme: Path, report: dict | None = None, audit: str | None = 
     return write_text(readme, text)
 
 
-def copy_figures(cfg: Config, dest: Path | str | None = None) -> list[Path]:
-    """Copy the PNG and PDF files of a finished stage 05 into ``dest`` (default: figures/)."""
-    dest = Path(dest) if dest is not None else PROJECT_ROOT / "figures"
+ACROSS_MODELS = "fig_k_across_models"
+
+
+def copy_figures(cfg: Config, dest: Path | str) -> list[Path]:
+    """Copy the PNG and PDF files of a finished stage 05 into ``dest``, all but the across-models
+    figure, which :func:`across_models_figure` draws from the published runs instead."""
+    dest = Path(dest)
     copied = []
     for name, path in sorted(stage_outputs(cfg, "05").items()):
+        if name.startswith(ACROSS_MODELS):
+            continue
         with atomic_path(dest / name) as tmp:
             shutil.copyfile(path, tmp)
         copied.append(dest / name)
     return copied
 
 
-def publish(cfg: Config, readme: Path = PROJECT_ROOT / "README.md") -> list[Path]:
-    """Regenerate the README blocks whose stages finished (audit: 01; Results and figures/: 04, 05),
-    the Speed section's efficiency table where the run has one, and the per-model table from
-    the runs published in reference/."""
+def headline_run(text: str) -> str | None:
+    """The run a README's Results block shows (its first line names it), None while it shows none."""
+    if BEGIN not in text or END not in text:
+        return None
+    found = re.search(r"^Run `([^`]+)`", text.split(BEGIN, 1)[1].split(END, 1)[0], re.MULTILINE)
+    return found.group(1) if found else None
 
+
+def across_models_figure(reports: list[dict], dest: Path) -> list[Path]:
+    """``fig_k_across_models`` in ``dest`` from the published single-model runs, where they hold
+    more than one model: drawn from the same reports as the per-model table, so the two agree
+    whichever run was reported last."""
+    from . import model_plots, plots
+
+    if len(model_plots.models_in(reports)) < 2:
+        return []
+    fig = model_plots.fig_across_models(reports)
+    try:
+        return plots.save_fig(fig, ACROSS_MODELS, dest)
+    finally:
+        import matplotlib.pyplot as plt
+        plt.close(fig)
+
+
+def publish(cfg: Config, readme: Path = PROJECT_ROOT / "README.md", figures: Path = PROJECT_ROOT / "figures",
+            reference: Path = REFERENCE_DIR, headline: bool = False) -> list[Path]:
+    """Regenerate the README blocks whose stages finished (audit: 01; Results and figures/: 04, 05),
+    the Speed section's efficiency table where the run has one, and the per-model table and
+    across-models figure from the runs published in ``reference``. A run that is not the README's
+    headline run touches only the last two, unless ``headline`` hands it the Results."""
     import pandas as pd
+
+    models = published_model_reports(reference)
+    shown = headline_run(readme.read_text(encoding="utf-8"))
+    if not headline and shown not in (None, cfg.run.name):
+        print(f"the README's Results show run {shown!r}; run {cfg.run.name!r} updates the per-model table "
+              f"(from {reference}) and the across-models figure only (--headline: show it in the Results)")
+        return [*across_models_figure(models, figures), update_readme(readme, models=models)]
     done = {key for key in ("01", "04") if is_done(stage_dir(cfg, key))}
     if not done:
         raise ValueError(f"run {cfg.run.name!r} has neither a finished stage 01 nor 04; run `cqa run` first")
@@ -268,10 +311,10 @@ def publish(cfg: Config, readme: Path = PROJECT_ROOT / "README.md") -> list[Path
                                pd.read_csv(audit["shares"]), pd.read_csv(audit["shares_hand_labels"]))
     if "04" in done:
         report = json.loads(stage_outputs(cfg, "04")["report"].read_text(encoding="utf-8"))
-    figures = copy_figures(cfg) if is_done(stage_dir(cfg, "05")) else []
+    copied = copy_figures(cfg, figures) if is_done(stage_dir(cfg, "05")) else []
     speed = run_dir(cfg) / EFFICIENCY_FILE
     efficiency = json.loads(speed.read_text(encoding="utf-8")) if speed.is_file() else None
-    return [*figures, update_readme(readme, report, block, published_model_reports(REFERENCE_DIR), efficiency)]
+    return [*copied, *across_models_figure(models, figures), update_readme(readme, report, block, models, efficiency)]
 
 
 def wall_time_line(manifest: dict) -> str:

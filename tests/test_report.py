@@ -3,8 +3,9 @@ import pytest
 
 import json
 
-from cqa_utils.report import (controlled_verdict, malloc_line, models_markdown, published_model_reports,
-                              results_markdown, update_readme, verdict, wall_time_line)
+from cqa_utils.config import PROJECT_ROOT, load_config
+from cqa_utils.report import (controlled_verdict, headline_run, malloc_line, models_markdown, publish,
+                              published_model_reports, results_markdown, update_readme, verdict, wall_time_line)
 
 
 def report(lit_p, lit_d, fact_p, fact_d) -> dict:
@@ -142,3 +143,31 @@ def test_the_grid_malloc_line_groups_each_runs_training_peak_and_efficiency_by_i
     assert line.endswith(": glibc (not recorded) (2 runs): peak 6.4–6.6 GiB, wall/bound 4.24; "
                          "tcmalloc (1 run): peak 4.2 GiB, wall/bound 1.69.")
     assert malloc_line([tmp_path / "g-never-trained"]) == ""
+
+def test_a_run_that_is_not_the_headline_run_updates_only_the_model_table_and_figure(tmp_path):
+    """A Gemma (or seed, or GPU) run reported into a README whose Results show `default` leaves
+    the Results, audit and efficiency blocks alone; with two models published, it regenerates the
+    per-model table and draws the across-models figure from the same reports."""
+    from cqa_utils.runs import write_json
+
+    published = json.loads((PROJECT_ROOT / "reference/default/04_stats/stats.json").read_text(encoding="utf-8"))
+    for name, model in (("default", published["run"]["model"]), ("second", "embedded:second-model")):
+        write_json(tmp_path / "reference" / name / "04_stats" / "stats.json",
+                   published | {"run": published["run"] | {"name": name, "model": model}})
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results:begin -->\nRun `default`: model m\nkept\n<!-- results:end -->\n"
+                      "<!-- models:begin -->\nold\n<!-- models:end -->\n")
+    assert headline_run(readme.read_text()) == "default"
+    cfg = load_config("default", {"run.name": "second"})
+    paths = publish(cfg, readme, figures=tmp_path / "figures", reference=tmp_path / "reference")
+    text = readme.read_text()
+    assert "Run `default`: model m\nkept" in text and "old" not in text
+    assert "| `embedded:second-model` | `second` |" in text
+    assert sorted(p.name for p in paths) == ["README.md", "fig_k_across_models.pdf", "fig_k_across_models.png"]
+    assert all(p.stat().st_size > 0 for p in paths)
+    with pytest.raises(ValueError, match="run 'second' has neither a finished stage 01 nor 04"):
+        publish(cfg, readme, figures=tmp_path / "figures", reference=tmp_path / "reference", headline=True)
+    readme.write_text("<!-- results:begin -->\n<!-- results:end -->\n")   # a README that shows no run yet
+    assert headline_run(readme.read_text()) is None
+    with pytest.raises(ValueError, match="neither a finished stage"):
+        publish(cfg, readme, figures=tmp_path / "figures", reference=tmp_path / "reference")
