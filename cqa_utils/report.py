@@ -37,6 +37,11 @@ def _fmt(value, digits: int = 3) -> str:
     return str(int(value)) if isinstance(value, float) else str(value)
 
 
+def _p(value) -> str:
+    """A p-value to three significant digits, so a tiny one reads 3.35e-07, not 0.000."""
+    return "–" if value is None else f"{value:.3g}"
+
+
 def verdict(report: dict) -> str:
     """One honest sentence: does this run show the paper's domain-selective effect?"""
     rows = {r["group"]: r for r in report["paper_comparison"]}
@@ -190,19 +195,51 @@ def models_markdown(reports: list[dict]) -> str:
             if not lit and not fact:
                 continue
             lines.append(f"| `{report['run']['model']}` | `{report['run']['name']}` | {checked} | {kind} "
-                         f"| {_fmt(lit.get('mean'))} | {_fmt(lit.get('p_one_sided'))} | {_fmt(lit.get('d_z'), 2)} "
-                         f"| {_fmt(fact.get('mean'))} | {_fmt(fact.get('p_one_sided'))} | {_fmt(fact.get('d_z'), 2)} |")
+                         f"| {_fmt(lit.get('mean'))} | {_p(lit.get('p_one_sided'))} | {_fmt(lit.get('d_z'), 2)} "
+                         f"| {_fmt(fact.get('mean'))} | {_p(fact.get('p_one_sided'))} | {_fmt(fact.get('d_z'), 2)} |")
     lines += ["", "Summed nats at each run's headline epoch, one-sided Wilcoxon signed-rank p, paired d_z; metric "
               "check: literary items whose intact text gets the higher ΔI on the base model, sign test."]
-    return "\n".join(lines)
+    cost = cost_line(reports)
+    return "\n".join([*lines, "", cost] if cost else lines)
 
 
 def published_model_reports(root: Path) -> list[dict]:
-    """Stage 04 reports of the published runs under ``root`` that are not part of a grid."""
+    """Stage 04 reports of the published runs under ``root`` that are not part of a grid, each
+    with what its run cost (``cost``, :func:`run_cost`) beside the numbers."""
     in_grids = {run["name"] for manifest in sorted((root / "sweeps").glob("*.json"))
                 for run in json.loads(manifest.read_text(encoding="utf-8"))["runs"]}
     found = sorted(root.glob("*/04_stats/stats.json"))
-    return [json.loads(path.read_text(encoding="utf-8")) for path in found if path.parts[-3] not in in_grids]
+    return [json.loads(path.read_text(encoding="utf-8")) | {"cost": run_cost(path.parents[1])}
+            for path in found if path.parts[-3] not in in_grids]
+
+
+def run_cost(folder: Path) -> dict | None:
+    """What a finished run cost: the study's wall time and its ratio to this machine's bound
+    (efficiency.json, where the run has one), stage 02's peak RSS (the highest ``peak_rss_gib``
+    of train_log.csv) and the malloc stage 02 ran under (its environment.json; runs from before
+    that record are "not recorded": nothing was preloaded then, so glibc's). None before stage 02."""
+    import pandas as pd
+
+    stage = Path(folder) / "02_finetune"
+    if not (stage / "train_log.csv").is_file():
+        return None
+    environment = json.loads((stage / "environment.json").read_text(encoding="utf-8"))
+    record = Path(folder) / EFFICIENCY_FILE
+    efficiency = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
+    study, threads = efficiency.get("study", {}), efficiency.get("torch_threads")
+    return {"malloc": environment.get("malloc", "glibc (not recorded)"),
+            "peak_gib": float(pd.read_csv(stage / "train_log.csv")["peak_rss_gib"].max()),
+            "wall_s": study.get("wall_seconds"), "ratio": study.get("ratio"), "threads": threads}
+
+
+def cost_line(reports: list[dict]) -> str:
+    """The per-model table's footnote: each published run's wall time, wall/bound and training peak."""
+    parts = [f"`{r['run']['name']}` {c['wall_s'] / 60:.0f} min on {c['threads']} threads (wall/bound "
+             f"{c['ratio']:.2f}), stage 02 peak {c['peak_gib']:.1f} GiB under {c['malloc']}"
+             for r in sorted(reports, key=lambda r: (r["run"]["model"], r["run"]["name"]))
+             if (c := r.get("cost")) and c.get("wall_s") is not None]
+    return ("Measured cost of each run, whole study (efficiency.json, train_log.csv): " + "; ".join(parts) + "."
+            if parts else "")
 
 
 def audit_markdown(conclusion: dict, shares, hand) -> str:
@@ -335,23 +372,10 @@ def wall_time_line(manifest: dict) -> str:
 
 def malloc_line(runs) -> str:
     """Stage 02's peak memory and the study's wall/bound ratio of a grid's finished runs, given
-    their folders, grouped by the malloc each run's stage 02 ran under (its environment.json;
-    runs from before that record are "not recorded": nothing was preloaded then, so glibc's).
-    The peak is the highest ``peak_rss_gib`` of train_log.csv, the ratio efficiency.json's."""
-    import pandas as pd
-
-    from .efficiency import FILENAME
-
-    by_malloc: dict[str, list[tuple[float, float | None]]] = {}
-    for folder in map(Path, runs):
-        stage = folder / "02_finetune"
-        if not (stage / "train_log.csv").is_file():
-            continue
-        environment = json.loads((stage / "environment.json").read_text(encoding="utf-8"))
-        peak = float(pd.read_csv(stage / "train_log.csv")["peak_rss_gib"].max())
-        record = folder / FILENAME
-        ratio = json.loads(record.read_text(encoding="utf-8"))["study"]["ratio"] if record.is_file() else None
-        by_malloc.setdefault(environment.get("malloc", "glibc (not recorded)"), []).append((peak, ratio))
+    their folders, grouped by the malloc each run's stage 02 ran under (:func:`run_cost`)."""
+    by_malloc: dict[str, list[dict]] = {}
+    for cost in filter(None, map(run_cost, map(Path, runs))):
+        by_malloc.setdefault(cost["malloc"], []).append(cost)
     if not by_malloc:
         return ""
 
@@ -359,8 +383,8 @@ def malloc_line(runs) -> str:
         values = sorted(v for v in values if v is not None)
         return "–" if not values else fmt.format(values[0]) + ("" if len(values) == 1 else "–" + fmt.format(values[-1]))
 
-    parts = [f"{name} ({len(rows)} run{'s' if len(rows) > 1 else ''}): peak {span([p for p, _ in rows], '{:.1f}')} GiB, "
-             f"wall/bound {span([r for _, r in rows], '{:.2f}')}" for name, rows in sorted(by_malloc.items())]
+    parts = [f"{name} ({len(rows)} run{'s' if len(rows) > 1 else ''}): peak {span([c['peak_gib'] for c in rows], '{:.1f}')} "
+             f"GiB, wall/bound {span([c['ratio'] for c in rows], '{:.2f}')}" for name, rows in sorted(by_malloc.items())]
     return ("Per run, by the malloc stage 02 ran under: stage 02's peak RSS (train_log.csv) and the run's wall time "
             "against this machine's bound (efficiency.json; it rises with whatever else shared the cores): "
             + "; ".join(parts) + ".")

@@ -2,6 +2,7 @@
 import pytest
 
 import json
+import shutil
 
 from cqa_utils.config import PROJECT_ROOT, load_config
 from cqa_utils.report import (controlled_verdict, headline_run, malloc_line, models_markdown, publish,
@@ -111,7 +112,7 @@ def test_models_table_has_a_row_per_published_run_and_leaves_grid_runs_out(tmp_p
     found = published_model_reports(tmp_path)
     assert sorted(r["run"]["name"] for r in found) == ["other", "solo"]
     table = models_markdown(found)
-    assert "| `embedded:a` | `solo` | 29 of 40 (p = 0.003) | specific | 0.400 | 0.200 | 0.10 | 0.100 | 0.400 | 0.05 |" in table
+    assert "| `embedded:a` | `solo` | 29 of 40 (p = 0.003) | specific | 0.400 | 0.2 | 0.10 | 0.100 | 0.4 | 0.05 |" in table
     assert table.index("`embedded:a`") < table.index("`embedded:b`") and "grid-run" not in table
     readme = tmp_path / "README.md"
     readme.write_text("a\n<!-- models:begin -->\nold\n<!-- models:end -->\nb\n")
@@ -144,6 +145,7 @@ def test_the_grid_malloc_line_groups_each_runs_training_peak_and_efficiency_by_i
                          "tcmalloc (1 run): peak 4.2 GiB, wall/bound 1.69.")
     assert malloc_line([tmp_path / "g-never-trained"]) == ""
 
+
 def test_a_run_that_is_not_the_headline_run_updates_only_the_model_table_and_figure(tmp_path):
     """A Gemma (or seed, or GPU) run reported into a README whose Results show `default` leaves
     the Results, audit and efficiency blocks alone; with two models published, it regenerates the
@@ -154,6 +156,10 @@ def test_a_run_that_is_not_the_headline_run_updates_only_the_model_table_and_fig
     for name, model in (("default", published["run"]["model"]), ("second", "embedded:second-model")):
         write_json(tmp_path / "reference" / name / "04_stats" / "stats.json",
                    published | {"run": published["run"] | {"name": name, "model": model}})
+    for part in ("02_finetune/train_log.csv", "02_finetune/environment.json", "efficiency.json"):
+        (tmp_path / "reference/default" / part).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(PROJECT_ROOT / "reference/default" / part, tmp_path / "reference/default" / part)
+    cost = json.loads((PROJECT_ROOT / "reference/default/efficiency.json").read_text(encoding="utf-8"))
     readme = tmp_path / "README.md"
     readme.write_text("<!-- results:begin -->\nRun `default`: model m\nkept\n<!-- results:end -->\n"
                       "<!-- models:begin -->\nold\n<!-- models:end -->\n")
@@ -163,6 +169,8 @@ def test_a_run_that_is_not_the_headline_run_updates_only_the_model_table_and_fig
     text = readme.read_text()
     assert "Run `default`: model m\nkept" in text and "old" not in text
     assert "| `embedded:second-model` | `second` |" in text
+    assert (f"`default` {cost['study']['wall_seconds'] / 60:.0f} min on {cost['torch_threads']} threads (wall/bound "
+            f"{cost['study']['ratio']:.2f}), stage 02 peak") in text and "`second` " not in text.split("Measured")[1]
     assert sorted(p.name for p in paths) == ["README.md", "fig_k_across_models.pdf", "fig_k_across_models.png"]
     assert all(p.stat().st_size > 0 for p in paths)
     with pytest.raises(ValueError, match="run 'second' has neither a finished stage 01 nor 04"):
