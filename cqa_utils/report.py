@@ -199,6 +199,8 @@ def models_markdown(reports: list[dict]) -> str:
                          f"| {_fmt(fact.get('mean'))} | {_p(fact.get('p_one_sided'))} | {_fmt(fact.get('d_z'), 2)} |")
     lines += ["", "Summed nats at each run's headline epoch, one-sided Wilcoxon signed-rank p, paired d_z; metric "
               "check: literary items whose intact text gets the higher ΔI on the base model, sign test."]
+    ordered = sorted(reports, key=lambda r: (r["run"]["model"], r["run"]["name"]))
+    lines += ["", *(f"- `{r['run']['name']}`: {controlled_verdict(r)}" for r in ordered)]
     cost = cost_line(reports)
     return "\n".join([*lines, "", cost] if cost else lines)
 

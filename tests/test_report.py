@@ -114,6 +114,7 @@ def test_models_table_has_a_row_per_published_run_and_leaves_grid_runs_out(tmp_p
     table = models_markdown(found)
     assert "| `embedded:a` | `solo` | 29 of 40 (p = 0.003) | specific | 0.400 | 0.2 | 0.10 | 0.100 | 0.4 | 0.05 |" in table
     assert table.index("`embedded:a`") < table.index("`embedded:b`") and "grid-run" not in table
+    assert f"- `solo`: {controlled_verdict(found[1])}" in table and f"- `other`: {controlled_verdict(found[0])}" in table
     readme = tmp_path / "README.md"
     readme.write_text("a\n<!-- models:begin -->\nold\n<!-- models:end -->\nb\n")
     update_readme(readme, models=found)
