@@ -379,7 +379,28 @@ def _arm_lines(arms: list[dict], arm: str, control: str) -> list[str]:
         shown = [cells.get((name, group, kind)) for group, kind in columns]
         lines.append(f"| {name} | {seeds}{' (exploratory)' if seeds < 2 else ''} | " + " | ".join(
             f"{_num(c['mean'])} [{_num(c['ci_low'])}, {_num(c['ci_high'])}]" if c else "–" for c in shown) + " |")
-    return lines
+    ranking = _ranking(arms, arm)
+    return [*lines, "", ranking] if ranking else lines
+
+
+def _ranking(arms: list[dict], arm: str, group: str = "literary", kind: str = "specific") -> str:
+    """The arms ordered by their literary specific Δ(ΔI), and whether the paper's arm moves it most:
+    a reading of the table above (exploratory where an arm has one seed), computed, not typed."""
+    cells = sorted((a for a in arms if (a["group"], a["kind"]) == (group, kind) and a["mean"] is not None),
+                   key=lambda a: -a["mean"])
+    if len(cells) < 2 or arm not in {a["arm"] for a in cells}:
+        return ""
+    order = ", ".join(f"{a['arm']} {_num(a['mean'])}" for a in cells)
+    mine = next(a for a in cells if a["arm"] == arm)
+    higher = cells[:cells.index(mine)]
+    if not higher:
+        return f"Ranked by {group} {kind} Δ(ΔI): {order}; the paper's arm ({arm}) moves it most."
+    clear = [a["arm"] for a in higher if a["ci_low"] is not None and mine["ci_high"] is not None
+             and a["ci_low"] > mine["ci_high"]]
+    apart = (f"the 95 % CI of {', '.join(clear)} lies wholly above {arm}'s" if clear
+             else f"the 95 % CIs of the arms above {arm} overlap its own")
+    return (f"Ranked by {group} {kind} Δ(ΔI): {order}. The largest rise comes from {higher[0]['arm']}, not from the "
+            f"paper's arm ({arm}); {apart} (a reading of the table, exploratory where an arm has one seed).")
 
 
 def output_dir(grid: str, results_dir: str | Path = "results", out_dir: str | Path = "") -> Path:

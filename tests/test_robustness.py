@@ -231,6 +231,13 @@ def test_the_readme_section_shows_every_arm_with_one_seed_arms_marked_explorator
                                                           ["| passage_lm", "1 (exploratory)"]]
     cot = arms[(arms["arm"] == "cot") & (arms["group"] == "literary") & (arms["kind"] == "specific")].iloc[0]
     assert f"{cot['mean']:+.2f} [{cot['ci_low']:+.2f}, {cot['ci_high']:+.2f}]" == rows[1].split(" | ")[3]
+    ranking = next(line for line in text.splitlines() if line.startswith("Ranked by"))
+    assert ranking.startswith("Ranked by literary specific Δ(ΔI): passage_lm +")
+    assert "The largest rise comes from passage_lm, not from the paper's arm (cot)" in ranking
+    alone = rb.arm_summaries(deltas, n_boot=200)           # without the positive control: cot leads
+    lit = alone[(alone["group"] == "literary") & (alone["kind"] == "specific")].set_index("arm")["mean"]
+    expected = "the paper's arm (cot) moves it most" if lit["cot"] > lit["shuffled_cot"] else "not from the paper's arm"
+    assert expected in rb.robustness_markdown(report | {"arms": alone.to_dict("records")})
     report.pop("arms")  # a robustness.json written before the arms were kept still renders
     assert "| arm |" not in rb.robustness_markdown(report)
 
