@@ -187,12 +187,29 @@ def allocator_markdown(record: dict) -> str:
     return "\n".join(lines)
 
 
+def variants_markdown(record: dict) -> str:
+    """``bench_training_variants.py``'s record as a table: each lever's speed against stage 02's own step."""
+    rows, env = record["variants"], record["environment"]
+    lines = [f"Training levers against stage 02's own step (`benchmarks/bench_training_variants.py`: forward and "
+             f"backward of {rows[0]['examples']} annotations, {rows[0]['tokens']} tokens, best of "
+             f"{len(rows[0]['times'])} passes after a warm-up; each example's loss at initialisation compared "
+             f"with the step's; measured {env['created'][:10]}, {env['torch_threads']} threads, CPU capability "
+             f"{env['cpu_capability']}, malloc {env['malloc']}):", "",
+             "| variant | tok/s | speed vs stage 02 | largest loss difference | warm-up pass (s) |",
+             "|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['variant']} | {r['tokens_per_s']:.0f} | {r['speed_vs_autocast']:.2f}× | "
+              f"{r['max_abs_loss_diff_vs_autocast']:.4f} | {r['first_pass_s']:.0f} |" for r in rows]
+    return "\n".join(lines)
+
+
 def publish(bench: dict, out: Path, readme: bool) -> int:
-    """Write bench.md (and the README block) from a bench record, with ``bench_allocator.py``'s
-    table where its record lies beside it; print the table."""
+    """Write bench.md (and the README block) from a bench record, with the tables of
+    ``bench_allocator.py`` and ``bench_training_variants.py`` where their records lie beside it;
+    print the table."""
     table = bench_markdown(bench)
-    if (out / "allocator.json").is_file():
-        table += "\n\n" + allocator_markdown(json.loads((out / "allocator.json").read_text(encoding="utf-8")))
+    for name, markdown in (("allocator.json", allocator_markdown), ("training_variants.json", variants_markdown)):
+        if (out / name).is_file():
+            table += "\n\n" + markdown(json.loads((out / name).read_text(encoding="utf-8")))
     write_text(out / "bench.md", table + "\n")
     print(table)
     if readme:

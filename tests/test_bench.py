@@ -15,9 +15,32 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 import bench_scoring  # noqa: E402
+import bench_training_variants  # noqa: E402
 import paper_estimate  # noqa: E402
 import profile_stages  # noqa: E402
 import run_all  # noqa: E402
+
+
+def test_packed_examples_do_not_attend_across_each_other(embedded):
+    """The packing variant's per-example losses equal the unpacked ones on real annotations; plain
+    concatenation (no restarting positions) does not, so the comparison can fail."""
+    import torch
+
+    from cqa_utils.config import load_config
+    from cqa_utils.training import tokenize_examples
+
+    model, tokenizer = embedded
+    examples = tokenize_examples(load_config("smoke", {"data.max_annotations": 3}), tokenizer, None)
+    with torch.no_grad():
+        alone = torch.cat([bench_training_variants.example_losses(
+            model, torch.tensor([e["input_ids"]]), torch.tensor([e["labels"]])) for e in examples])
+        ids, labels, positions, ends = bench_training_variants.packed(examples)
+        together = bench_training_variants.example_losses(model, ids, labels, positions, ends)
+        concatenated = bench_training_variants.example_losses(model, ids, labels, None, ends)
+    assert len(together) == len(examples) == 3
+    torch.testing.assert_close(together, alone, atol=2e-4, rtol=0)
+    assert (concatenated[1:] - alone[1:]).abs().min() > 1e-2
+    assert concatenated[0] == pytest.approx(alone[0].item(), abs=2e-4)
 
 
 def test_timed_functions_take_turns_and_each_gets_its_own_median():
@@ -72,6 +95,15 @@ def test_a_record_with_the_profile_phase_shows_where_each_stage_spends_its_time(
     lines = [line for line in run_all.bench_markdown(reference_bench).splitlines() if line.startswith("Where ")]
     assert lines == [f"Where {stage} time goes (torch.profiler, 100 tokens, float32, self CPU 10.0 s; "
                      f"`profile_{stage}.txt`): matmul 75%, attention 25%." for stage in ("training", "scoring")]
+
+
+def test_the_training_levers_table_shows_every_variant_of_the_record():
+    record = json.loads((BENCHMARKS.parent / "reference" / "bench" / "training_variants.json").read_text(encoding="utf-8"))
+    table = run_all.variants_markdown(record).splitlines()
+    rows = [line for line in table if line.startswith("| ") and not line.startswith("| variant")]
+    assert [row.split(" | ")[0][2:] for row in rows] == [v["variant"] for v in record["variants"]]
+    assert rows[0].split(" | ")[2] == "1.00×"  # the yardstick is stage 02's own step
+    assert f"{record['variants'][0]['tokens']} tokens" in table[0]
 
 
 def test_the_paper_estimate_charges_qwen25_7b_shapes_at_the_measured_ratios():
