@@ -161,7 +161,8 @@ def _dispatch(args) -> int:
         for name, path in score_benchmark_file(_resolve(args), args.benchmark, args.out, adapter=args.adapter).items():
             print(f"wrote {name}: {path}")
     elif args.command == "report":
-        from .report import publish, publish_grid
+        from .grid_report import publish_grid
+        from .report import publish
 
         for path in [publish_grid(args.grid)] if args.grid else publish(_resolve(args), headline=args.headline):
             print(f"wrote {path}")

@@ -24,7 +24,6 @@ from .runs import atomic_path, is_done, run_dir, stage_dir, stage_outputs, write
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 AUDIT_BEGIN, AUDIT_END = "<!-- audit:begin -->", "<!-- audit:end -->"
-GRID_BEGIN, GRID_END = "<!-- robustness:begin -->", "<!-- robustness:end -->"
 MODELS_BEGIN, MODELS_END = "<!-- models:begin -->", "<!-- models:end -->"
 EFFICIENCY_BEGIN, EFFICIENCY_END = "<!-- efficiency:begin -->", "<!-- efficiency:end -->"
 
@@ -354,59 +353,3 @@ def publish(cfg: Config, readme: Path = PROJECT_ROOT / "README.md", figures: Pat
     speed = run_dir(cfg) / EFFICIENCY_FILE
     efficiency = json.loads(speed.read_text(encoding="utf-8")) if speed.is_file() else None
     return [*copied, *across_models_figure(models, figures), update_readme(readme, report, block, models, efficiency)]
-
-
-def wall_time_line(manifest: dict) -> str:
-    """Measured time of a grid's runs (``wall_s`` of each finished run in the manifest), in total
-    and per run; a resumed run is marked, since its time covers only the session that finished it."""
-    timed = [r for r in manifest["runs"] if r.get("status") == "done" and r.get("wall_s")]
-    done = sum(r.get("status") == "done" for r in manifest["runs"])
-    if not timed:
-        return f"{done} of {len(manifest['runs'])} runs finished; no wall times recorded."
-    walls = sorted(r["wall_s"] for r in timed)
-    per_run = ", ".join(f"`{r['name']}` {r['wall_s'] / 60:.0f} min{' (resumed)' if r.get('resumed') else ''}"
-                        for r in timed)
-    note = (" A resumed run's time covers only the session that finished it."
-            if any(r.get("resumed") for r in timed) else "")
-    return (f"{done} of {len(manifest['runs'])} runs finished; measured wall time {sum(walls) / 3600:.1f} h for "
-            f"{len(walls)} runs (median {walls[len(walls) // 2] / 60:.0f} min per run): {per_run}.{note}")
-
-
-def malloc_line(runs) -> str:
-    """Stage 02's peak memory and the study's wall/bound ratio of a grid's finished runs, given
-    their folders, grouped by the malloc each run's stage 02 ran under (:func:`run_cost`)."""
-    by_malloc: dict[str, list[dict]] = {}
-    for cost in filter(None, map(run_cost, map(Path, runs))):
-        by_malloc.setdefault(cost["malloc"], []).append(cost)
-    if not by_malloc:
-        return ""
-
-    def span(values, fmt):
-        values = sorted(v for v in values if v is not None)
-        return "–" if not values else fmt.format(values[0]) + ("" if len(values) == 1 else "–" + fmt.format(values[-1]))
-
-    parts = [f"{name} ({len(rows)} run{'s' if len(rows) > 1 else ''}): peak {span([c['peak_gib'] for c in rows], '{:.1f}')} "
-             f"GiB, wall/bound {span([c['ratio'] for c in rows], '{:.2f}')}" for name, rows in sorted(by_malloc.items())]
-    return ("Per run, by the malloc stage 02 ran under: stage 02's peak RSS (train_log.csv) and the run's wall time "
-            "against this machine's bound (efficiency.json; it rises with whatever else shared the cores): "
-            + "; ".join(parts) + ".")
-
-
-def publish_grid(grid_file: Path | str, readme: Path = PROJECT_ROOT / "README.md") -> Path:
-    """Regenerate the README's "Controls and robustness" block from a grid's notebook 06 output."""
-    from .robustness import find_manifest, read_manifest, robustness_markdown, run_folder
-    from .sweep import load_grid
-
-    grid = load_grid(grid_file)
-    manifest_path = find_manifest(grid.name)
-    manifest = read_manifest(manifest_path)
-    candidates = [manifest_path.parent / "06_robustness", manifest_path.with_suffix("") / "06_robustness"]
-    found = next((c / "robustness.json" for c in candidates if (c / "robustness.json").is_file()), None)
-    if found is None:
-        raise FileNotFoundError(f"no notebook 06 output for grid {grid.name!r} in {[str(c) for c in candidates]}; "
-                                f"run notebook 06 (cqa sweep runs it when the grid is finished)")
-    machine = malloc_line(run_folder(manifest_path, grid.name, r["name"]) for r in manifest["runs"] if r["status"] == "done")
-    block = "\n\n".join(filter(None, [robustness_markdown(json.loads(found.read_text(encoding="utf-8"))),
-                                       wall_time_line(manifest), machine]))
-    text = replace_block(readme.read_text(encoding="utf-8"), GRID_BEGIN, GRID_END, block, readme)
-    return write_text(readme, text)

@@ -297,9 +297,9 @@ def verdict(tests: pd.DataFrame, seeds: dict[str, int], arm: str = ARM, control:
     lit, fac = rows.get("literary"), rows.get("factual")
     if lit is None or fac is None:
         return "An appreciation-specific effect: not shown — the specific ΔI was not scored for both groups."
-    numbers = (f"literary specific Δ(ΔI), {arm} − {control} over {n_arm} + {n_control} seeds: HL {_num(lit['hl'])} "
-               f"nats [{_num(lit['hl_ci_low'])}, {_num(lit['hl_ci_high'])}], one-sided Wilcoxon p = "
-               f"{_num(lit['p_one_sided'], '.3g')}, n = {lit['n_items']} items; factual HL {_num(fac['hl'])}")
+    numbers = (f"literary specific Δ(ΔI), {arm} − {control} over {n_arm} + {n_control} seeds: HL {fmt_number(lit['hl'])} "
+               f"nats [{fmt_number(lit['hl_ci_low'])}, {fmt_number(lit['hl_ci_high'])}], one-sided Wilcoxon p = "
+               f"{fmt_number(lit['p_one_sided'], '.3g')}, n = {lit['n_items']} items; factual HL {fmt_number(fac['hl'])}")
     reasons = []
     if not lit["p_one_sided"] < 0.05:
         reasons.append("the literary contrast is not significant (p ≥ 0.05)")
@@ -327,80 +327,9 @@ def robustness_report(grid: str, manifest: Path, deltas: pd.DataFrame, tests: pd
                      "arms": arms.to_dict("records")})
 
 
-def _num(value, spec: str = "+.2f") -> str:
+def fmt_number(value, spec: str = "+.2f") -> str:
     """A number for prose and tables; None or NaN (a test too small to run) as "–"."""
     return "–" if value is None or value != value else format(value, spec)
-
-
-def robustness_markdown(report: dict) -> str:
-    """The README's "Controls and robustness" section, rendered from robustness.json."""
-    seeds = ", ".join(f"{arm} × {n}" for arm, n in report["seeds_per_arm"].items())
-    contrast = report["contrast"]
-    lines = [f"Grid `{report['grid']}` ({seeds} seeds); Δ(ΔI) at each run's headline epoch, summed nats, "
-             f"{contrast['arm']} − {contrast['control']} per item averaged over seeds.", "",
-             f"**Verdict.** {report['verdict']}", "",
-             "| ΔI kind | group | items | HL [95% CI] | d_z | p (one-sided Wilcoxon) | mixed model: estimate, p (df) |",
-             "|---|---|---|---|---|---|---|"]
-    model = {(r["kind"], r["contrast"]): r for r in report["mixed_model"]}
-    for r in contrast["tests"]:
-        m = model.get((r["kind"], r["group"]), {})
-        fit = (f"{_num(m.get('estimate'))}, p = {_num(m.get('p_one_sided'), '.3g')} (df {m.get('df')})"
-               if m.get("estimate") is not None else "–")
-        lines.append(f"| {r['kind']} | {r['group']} | {r['n_items']} | {_num(r['hl'])} [{_num(r['hl_ci_low'])}, "
-                     f"{_num(r['hl_ci_high'])}] | {_num(r['d_z'])} | {_num(r['p_one_sided'], '.3g')} | {fit} |")
-    lines += ["", "Seed spread per arm and group (specific ΔI; min–max over seeds, one value for one seed): "
-              + "; ".join(_spread_cell(s) for s in report["seed_spread"] if s["kind"] == "specific") + ".",
-              *_arm_lines(report.get("arms", []), contrast["arm"], contrast["control"]),
-              "", "Every number and figure: notebook 06 (`06_robustness/` beside the grid's manifest)."]
-    return "\n".join(lines)
-
-
-def _spread_cell(row: dict) -> str:
-    """One arm × group of the seed spread: the one-sided p and d_z, a range only where seeds differ."""
-    def span(low, high, spec):
-        return _num(low, spec) if row["n_seeds"] < 2 else f"{_num(low, spec)}–{_num(high, spec)}"
-    return (f"{row['arm']} {row['group']} p {span(row['p_min'], row['p_max'], '.3g')}, "
-            f"d_z {span(row['d_z_min'], row['d_z_max'], '+.2f')}")
-
-
-def _arm_lines(arms: list[dict], arm: str, control: str) -> list[str]:
-    """Every arm's own Δ(ΔI) beside the contrast: the positive control shows what a real effect on
-    P(x | y) looks like at this scale, and an arm with one seed is marked exploratory."""
-    if not arms:
-        return []
-    cells = {(a["arm"], a["group"], a["kind"]): a for a in arms}
-    columns = [(group, kind) for group in GROUPS for kind in KINDS if any(k[1:] == (group, kind) for k in cells)]
-    names = sorted({a["arm"] for a in arms}, key=lambda name: (name != arm, name != control, name))
-    lines = ["", "Each arm's Δ(ΔI) (mean over items of the seed-averaged change, nats, 95 % bootstrap CI over items):",
-             "", "| arm | seeds | " + " | ".join(f"{group} {kind}" for group, kind in columns) + " |",
-             "|---|---|" + "---|" * len(columns)]
-    for name in names:
-        seeds = max(a["n_seeds"] for a in arms if a["arm"] == name)
-        shown = [cells.get((name, group, kind)) for group, kind in columns]
-        lines.append(f"| {name} | {seeds}{' (exploratory)' if seeds < 2 else ''} | " + " | ".join(
-            f"{_num(c['mean'])} [{_num(c['ci_low'])}, {_num(c['ci_high'])}]" if c else "–" for c in shown) + " |")
-    ranking = _ranking(arms, arm)
-    return [*lines, "", ranking] if ranking else lines
-
-
-def _ranking(arms: list[dict], arm: str, group: str = "literary", kind: str = "specific") -> str:
-    """The arms ordered by their literary specific Δ(ΔI), and whether the paper's arm moves it most:
-    a reading of the table above (exploratory where an arm has one seed), computed, not typed."""
-    cells = sorted((a for a in arms if (a["group"], a["kind"]) == (group, kind) and a["mean"] is not None),
-                   key=lambda a: -a["mean"])
-    if len(cells) < 2 or arm not in {a["arm"] for a in cells}:
-        return ""
-    order = ", ".join(f"{a['arm']} {_num(a['mean'])}" for a in cells)
-    mine = next(a for a in cells if a["arm"] == arm)
-    higher = cells[:cells.index(mine)]
-    if not higher:
-        return f"Ranked by {group} {kind} Δ(ΔI): {order}; the paper's arm ({arm}) moves it most."
-    clear = [a["arm"] for a in higher if a["ci_low"] is not None and mine["ci_high"] is not None
-             and a["ci_low"] > mine["ci_high"]]
-    apart = (f"the 95 % CI of {', '.join(clear)} lies wholly above {arm}'s" if clear
-             else f"the 95 % CIs of the arms above {arm} overlap its own")
-    return (f"Ranked by {group} {kind} Δ(ΔI): {order}. The largest rise comes from {higher[0]['arm']}, not from the "
-            f"paper's arm ({arm}); {apart} (a reading of the table, exploratory where an arm has one seed).")
 
 
 def output_dir(grid: str, results_dir: str | Path = "results", out_dir: str | Path = "") -> Path:

@@ -5,8 +5,9 @@ import json
 import shutil
 
 from cqa_utils.config import PROJECT_ROOT, load_config
-from cqa_utils.report import (controlled_verdict, headline_run, malloc_line, models_markdown, publish,
-                              published_model_reports, results_markdown, update_readme, verdict, wall_time_line)
+from cqa_utils.grid_report import malloc_line, wall_time_line
+from cqa_utils.report import (controlled_verdict, headline_run, models_markdown, publish, published_model_reports,
+                              results_markdown, update_readme, verdict)
 
 
 def report(lit_p, lit_d, fact_p, fact_d) -> dict:

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from cqa_utils import grid_report as gr
 from cqa_utils import robustness as rb
 from cqa_utils.config import load_config
 
@@ -211,7 +212,7 @@ def test_the_report_renders_the_readme_section(planted, tmp_path):
     inside = rb.robustness_report("g", rb.PROJECT_ROOT / "results/sweeps/g/sweep.json", deltas, tests,
                                   rb.mixed_models(deltas), spread, arms)
     assert inside["manifest"] == "results/sweeps/g/sweep.json"           # inside: no machine path published
-    text = rb.robustness_markdown(saved)
+    text = gr.robustness_markdown(saved)
     assert saved["verdict"] in text and "| specific | literary | 12 |" in text
     assert pd.read_csv(paths["contrast"]).shape == tests.shape
 
@@ -224,7 +225,7 @@ def test_the_readme_section_shows_every_arm_with_one_seed_arms_marked_explorator
     report = {"grid": "g", "seeds_per_arm": {}, "verdict": "v", "contrast": {"arm": "cot", "control": "shuffled_cot",
                                                                             "tests": []},
               "mixed_model": [], "seed_spread": [], "arms": arms.to_dict("records")}
-    text = rb.robustness_markdown(report)
+    text = gr.robustness_markdown(report)
     rows = [line for line in text[text.index("| arm |"):].splitlines() if line.startswith("| ")]
     assert rows[0] == "| arm | seeds | literary full | literary specific | factual full | factual specific |"
     assert [row.split(" | ")[0:2] for row in rows[1:]] == [["| cot", "3"], ["| shuffled_cot", "3"],
@@ -237,9 +238,9 @@ def test_the_readme_section_shows_every_arm_with_one_seed_arms_marked_explorator
     alone = rb.arm_summaries(deltas, n_boot=200)           # without the positive control: cot leads
     lit = alone[(alone["group"] == "literary") & (alone["kind"] == "specific")].set_index("arm")["mean"]
     expected = "the paper's arm (cot) moves it most" if lit["cot"] > lit["shuffled_cot"] else "not from the paper's arm"
-    assert expected in rb.robustness_markdown(report | {"arms": alone.to_dict("records")})
+    assert expected in gr.robustness_markdown(report | {"arms": alone.to_dict("records")})
     report.pop("arms")  # a robustness.json written before the arms were kept still renders
-    assert "| arm |" not in rb.robustness_markdown(report)
+    assert "| arm |" not in gr.robustness_markdown(report)
 
 
 def test_notebook_06_runs_headless_on_a_synthetic_grid(tmp_path):
@@ -284,7 +285,7 @@ def test_the_seed_spread_shows_a_range_over_seeds_and_one_value_for_one_seed(pla
     report = {"grid": "g", "seeds_per_arm": {}, "verdict": "v", "contrast": {"arm": "cot", "control": "shuffled_cot",
                                                                             "tests": []},
               "mixed_model": [], "seed_spread": spread.to_dict("records")}
-    line = next(l for l in rb.robustness_markdown(report).splitlines() if l.startswith("Seed spread"))
+    line = next(l for l in gr.robustness_markdown(report).splitlines() if l.startswith("Seed spread"))
     rows = spread[spread["kind"] == "specific"].set_index(["arm", "group"])
     cot, lm = rows.loc[("cot", "literary")], rows.loc[("passage_lm", "literary")]
     assert f"cot literary p {cot['p_min']:.3g}–{cot['p_max']:.3g}, d_z {cot['d_z_min']:+.2f}–{cot['d_z_max']:+.2f}" in line
