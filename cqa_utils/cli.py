@@ -14,9 +14,12 @@ Copy-paste examples::
     ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 -m cqa_utils.cli train --config smoke
     torchrun --standalone --nproc_per_node 2 -m cqa_utils.cli logprobs --config smoke   # each rank scores a share
     cqa validate data/                                    # schema, leakage, benchmark design rules (CI runs this)
+    cqa validate my_items.jsonl --kind benchmark          # one file or a folder of them (--kind if it cannot be told)
     cqa score --benchmark my_items.jsonl --out scored/    # ΔI for your own items, base model
     cqa score --benchmark my_items.jsonl --adapter results/default/02_finetune/epoch-5 --out scored5/
     cqa report --config default                           # README results + figures/ from a finished run
+    cqa report --config default --to-run                  # the same into results/default/report/ (make reproduce)
+    cqa compare default --to reference/default            # your run beside the published one, item by item
     cqa report --config configs/gemma3-270m.yaml          # another run: the per-model table and figure only
     cqa report --grid configs/sweeps/controls.yaml        # README controls and robustness from notebook 06
     cqa publish --config default                          # compact outputs of a run -> reference/<run>/
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -80,7 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="publish each run to reference/ as soon as it finishes (a grid that spans sessions)")
 
     validate = sub.add_parser("validate", help="check annotations and benchmark files (schema, leakage, design rules)")
-    validate.add_argument("path", nargs="?", default="data", help="data folder (default: data)")
+    validate.add_argument("path", nargs="?", default="data",
+                          help="the data folder (annotations/, benchmark/), one .jsonl file, or a folder of them "
+                               "(default: data)")
+    validate.add_argument("--kind", choices=("annotations", "benchmark"),
+                          help="what the files hold, where neither their folder name nor their fields say it")
 
     score = sub.add_parser("score", help="ΔI for every item of a benchmark file")
     score.add_argument("--benchmark", required=True, help="JSONL in the project's benchmark schema; extra fields pass through")
@@ -95,11 +103,23 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--headline", action="store_true",
                         help="show this run in the README's Results even though they show another run "
                              "(without it, such a run updates only the per-model table and figure)")
+    report.add_argument("--to-run", action="store_true",
+                        help="write the README and figures into results/<run>/report/ instead of the project's "
+                             "README.md and figures/ (make reproduce: the committed reference stays as published)")
 
     publish = sub.add_parser("publish", help="copy a finished run's compact outputs (no weights) into reference/<run>/")
     _run_options(publish, force=False)
     publish.add_argument("--grid", help="publish every finished run of this grid file, and its manifest")
     publish.add_argument("--max-file-mb", type=float, default=8.0, help="leave out (and list) larger files")
+
+    compare = sub.add_parser("compare", help="a run beside a published one, item by item, with both verdicts")
+    compare.add_argument("run", nargs="?", help="a run name under results/ or a run folder (default: from --config/--run)")
+    _run_options(compare, force=False)
+    compare.add_argument("--to", help="the published run to compare with (default: the config's own published run, "
+                                      "reference/<its run.name>)")
+    compare.add_argument("--out", help="also write compare.csv and compare.json into this folder")
+    compare.add_argument("--record", metavar="NAME", help="keep it as reference/reproductions/NAME.json and "
+                                                           "regenerate the README's table of reproductions")
 
     efficiency = sub.add_parser("efficiency", help="a run's stage times against this machine's matmul bound "
                                                    "(cqa run writes it after training and scoring)")
@@ -123,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
+    except (ValueError, FileNotFoundError, PermissionError, RuntimeError) as err:
         print(f"cqa {args.command}: error: {err}", file=sys.stderr)
         return 1
 
@@ -135,12 +155,30 @@ def _resolve(args):
     return load_config(args.config, overrides)
 
 
+def run_summary(cfg, results) -> str:
+    """What ``cqa run`` prints last: where to read the run, and its primary verdict (stage 04's stats.json, in
+    the words of the README's Results, :func:`cqa_utils.report.controlled_verdict`)."""
+    import json
+
+    from .pipeline import where_to_read
+    from .report import controlled_verdict
+    from .runs import is_done, run_dir, stage_dir, stage_outputs
+
+    if is_done(stage_dir(cfg, "04")):
+        report = json.loads(stage_outputs(cfg, "04")["report"].read_text(encoding="utf-8"))
+        verdict = controlled_verdict(report)
+    else:
+        verdict = "none yet: stage 04 (statistics) has not finished in this run."
+    return "\n".join([f"=== run {cfg.run.name}: {len(results)} notebook(s) finished",
+                      *where_to_read(run_dir(cfg), results), f"  primary verdict:    {verdict}"])
+
+
 def _dispatch(args) -> int:
     if args.command == "run":
         from .pipeline import run_pipeline
 
         results = run_pipeline(args.config, args.run_name, args.only, args.force, _parse_set(args.set))
-        print(f"\nfinished {len(results)} notebook(s): " + ", ".join(r.executed.name for r in results))
+        print("\n" + run_summary(_resolve(args), results), flush=True)
     elif args.command == "sweep":
         from .sweep import run_sweep
 
@@ -152,20 +190,47 @@ def _dispatch(args) -> int:
         for name, path in runner(_resolve(args), force=args.force).items():
             print(f"wrote {name}: {path}")
     elif args.command == "validate":
-        from .validation import print_report, validate_data_dir
+        from .validation import print_report, validate_path
 
-        print_report(validate_data_dir(args.path))
+        print_report(validate_path(args.path, args.kind))
     elif args.command == "score":
         from .stages.logprobs import score_benchmark_file
 
         for name, path in score_benchmark_file(_resolve(args), args.benchmark, args.out, adapter=args.adapter).items():
             print(f"wrote {name}: {path}")
+    elif args.command == "report" and args.to_run:
+        from .report import report_into_run
+
+        print(f"the README and figures of run {args.run_name or args.config} (the project's README.md and figures/ "
+              f"keep the published reference): {report_into_run(_resolve(args))}")
     elif args.command == "report":
         from .grid_report import publish_grid
         from .report import publish
 
         for path in [publish_grid(args.grid)] if args.grid else publish(_resolve(args), headline=args.headline):
             print(f"wrote {path}")
+    elif args.command == "compare":
+        from .compare import compare_runs, comparison_text, write_comparison
+        from .config import load_config
+        from .runs import REFERENCE_DIR, run_dir
+
+        cfg = _resolve(args)
+        if args.run and ("/" in args.run or Path(args.run).is_dir()):  # a folder, else a run name under results/
+            run = Path(args.run)
+        else:
+            run = run_dir(cfg).parent / (args.run or cfg.run.name)
+        published = Path(args.to) if args.to else REFERENCE_DIR / load_config(args.config).run.name
+        if not args.to and not published.is_dir():
+            print(f"no published run of config {args.config!r} at {published} to compare {run} with (--to names one)")
+            return 0
+        result = compare_runs(run, published)
+        print(comparison_text(result))
+        for path in write_comparison(result, Path(args.out)) if args.out else []:
+            print(f"wrote {path}")
+        if args.record:
+            from .compare import record_reproduction, update_readme_reproductions
+
+            print(f"wrote {record_reproduction(result, args.record)}\nwrote {update_readme_reproductions()}")
     elif args.command == "publish" and args.grid:
         from .sweep import load_grid, publish_finished
 

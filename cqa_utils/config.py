@@ -3,7 +3,9 @@
 Every notebook and the `cqa` CLI resolve their settings here, in this order:
 dataclass defaults → ``configs/default.yaml`` → the named config (``configs/<name>.yaml``
 or any YAML path) → overrides (papermill parameters or CLI flags). An unknown key or a
-value of the wrong type is an error naming the file, the key and the accepted values.
+value of the wrong type is an error naming the file, the key and the accepted values; an
+unknown section or key close to a known one (``trian.epochs``, ``train.epoch``) is named with a
+"did you mean" (:func:`cqa_utils.data.likely_typo`, as for data files' fields).
 The resolved config is saved as ``config.yaml`` in every stage directory (see runs.py).
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import yaml
 
 from .arms import ARMS
+from .data import likely_typo
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = PROJECT_ROOT / "configs"
@@ -205,6 +208,24 @@ def _check_value(section: str, key: str, value: Any, expected: Any, meta: dict, 
     return value
 
 
+def _keys_by_section() -> dict[str, tuple[str, ...]]:
+    hints = _field_types(Config)
+    return {s.name: tuple(f.name for f in dataclasses.fields(hints[s.name])) for s in dataclasses.fields(Config)}
+
+
+def _did_you_mean(section: str, key: str | None = None) -> str:
+    """'did you mean ...? ' for an unknown section, or an unknown key of a known section: the near-miss
+    name (likely_typo), else for a key the sections that have it (``model.epochs`` → train, score)."""
+    keys = _keys_by_section()
+    if key is None:
+        guesses = [likely_typo(section, tuple(keys))]
+    else:
+        guesses = [likely_typo(key, keys[section])]
+        guesses = [f"{section}.{guesses[0]}"] if guesses[0] else [f"{s}.{key}" for s in keys if key in keys[s]]
+    guesses = [repr(g) for g in guesses if g]
+    return f"did you mean {' or '.join(guesses)}? " if guesses else ""
+
+
 def _merge(base: dict, layer: dict, source: str) -> dict:
     """Merge one layer into the nested dict of values, checking every key and type."""
     sections = {f.name: f.type for f in dataclasses.fields(Config)}
@@ -212,7 +233,8 @@ def _merge(base: dict, layer: dict, source: str) -> dict:
     merged = {k: dict(v) for k, v in base.items()}
     for section, values in (layer or {}).items():
         if section not in sections:
-            raise ValueError(f"{source}: unknown section {section!r}; valid sections: {sorted(sections)}")
+            raise ValueError(f"{source}: unknown section {section!r}; {_did_you_mean(section)}"
+                             f"valid sections: {sorted(sections)}")
         if not isinstance(values, dict):
             raise ValueError(f"{source}: section {section!r} must be a mapping of key: value")
         cls = hints[section]
@@ -220,9 +242,8 @@ def _merge(base: dict, layer: dict, source: str) -> dict:
         types_of = _field_types(cls)
         for key, value in values.items():
             if key not in fields:
-                raise ValueError(
-                    f"{source}: unknown key {section}.{key}; valid keys in {section}: {sorted(fields)}"
-                )
+                raise ValueError(f"{source}: unknown key {section}.{key}; {_did_you_mean(section, key)}"
+                                 f"valid keys in {section}: {sorted(fields)}")
             merged[section][key] = _check_value(
                 section, key, value, types_of[key], fields[key].metadata, source
             )
@@ -260,7 +281,9 @@ def parse_overrides(flat: dict[str, Any] | None) -> dict:
             continue
         section, dot, name = key.partition(".")
         if not dot:
-            raise ValueError(f"override {key!r} must be written section.key, e.g. train.epochs")
+            holders = [f"{s}.{key}" for s, keys in _keys_by_section().items() if key in keys]
+            raise ValueError(f"override {key!r} must be written section.key, e.g. "
+                             f"{' or '.join(holders) or 'train.epochs'}")
         nested.setdefault(section, {})[name] = value
     return nested
 

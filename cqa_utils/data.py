@@ -5,8 +5,9 @@ misspelt, empty or mistyped fields, unknown labels, duplicate ids), all at once,
 anything is used. A record may carry fields of its own (a source, a licence, a note): they
 are kept, read-only, in its ``extra`` and passed through to stage 03's outputs, never
 rendered into a prompt; a field name close to a known one is refused as a likely typo.
-``cqa validate data/`` runs the same checks plus the benchmark's design rules
-(:mod:`cqa_utils.validation`).
+A field that is missing is one problem (not also a wrong type). ``cqa validate`` runs the same
+checks plus the benchmark's design rules (:mod:`cqa_utils.validation`); it tells a file's kind
+(annotations or benchmark) from its folder name or its fields (:func:`file_kind`).
 Used by notebooks 01–03 and by the ``cqa validate`` and ``cqa score`` commands.
 """
 from __future__ import annotations
@@ -25,6 +26,10 @@ VERDICTS = ("works", "partly", "fails")
 GENRES = ("realist_fiction", "genre_fiction", "poetry", "drama", "childrens", "literary_nonfiction")
 GROUPS = ("literary", "factual")
 TAG_FIELDS = ("topics", "names")  # optional on every record; the no-reuse check compares them
+ANNOTATION_FIELDS = ("id", "lang", "genre", "context", "constraints", "passage", "cot", "judgment")  # required
+BENCHMARK_FIELDS = ("id", "group", "lang", "context", "constraints", "x")  # required
+BENCHMARK_OPTIONAL = ("x_degraded", "degraded_breaks", "pair_id")
+KINDS = ("annotations", "benchmark")  # what a data file holds; also the folder names of the data/ layout
 TYPO_CUTOFF = 0.75  # difflib similarity at or above which an unknown field name is taken for a typo
 
 
@@ -112,9 +117,11 @@ class _Checker:
 
     def __init__(self, where: str, problems: list[str]):
         self.where, self.problems = where, problems
+        self.missing: set[str] = set()  # fields already reported missing: no second problem for them
 
     def fail(self, field: str, message: str) -> None:
-        self.problems.append(f"{self.where}: {field}: {message}")
+        if field not in self.missing:
+            self.problems.append(f"{self.where}: {field}: {message}")
 
     def keys(self, obj: dict, required: tuple, optional: tuple = (), prefix: str = "",
              open_schema: bool = False) -> Extra:
@@ -129,6 +136,7 @@ class _Checker:
         for key in required:
             if key not in obj:
                 self.fail(prefix + key, "missing required field")
+                self.missing.add(prefix + key)
         extra = {}
         for key, value in obj.items():
             if key in known:
@@ -225,8 +233,7 @@ def _constraints(check: _Checker, obj: dict) -> Constraints:
 
 
 def _parse_annotation(check: _Checker, obj: dict) -> Annotation:
-    extra = check.keys(obj, ("id", "lang", "genre", "context", "constraints", "passage", "cot", "judgment"),
-                       optional=TAG_FIELDS, open_schema=True)
+    extra = check.keys(obj, ANNOTATION_FIELDS, optional=TAG_FIELDS, open_schema=True)
     steps = obj.get("cot")
     parsed_steps = []
     if not isinstance(steps, list) or not steps:
@@ -240,8 +247,9 @@ def _parse_annotation(check: _Checker, obj: dict) -> Annotation:
         check.keys(step, ("type", "text"), prefix=prefix)
         parsed_steps.append(CotStep(check.choice(step, "type", COT_TYPES, prefix), check.text(step, "text", prefix)))
     present = {s.type for s in parsed_steps}
+    typed = parsed_steps and present <= set(COT_TYPES)  # a step without a valid type may be the absent one
     for needed in COT_TYPES:
-        if parsed_steps and needed not in present:
+        if typed and needed not in present:
             check.fail("cot", f"has no {needed!r} step; every CoT reasons about {list(COT_TYPES)}")
     judgment = check.mapping(obj, "judgment")
     if judgment:
@@ -257,8 +265,7 @@ def _parse_annotation(check: _Checker, obj: dict) -> Annotation:
 
 
 def _parse_benchmark_item(check: _Checker, obj: dict) -> BenchmarkItem:
-    extra = check.keys(obj, ("id", "group", "lang", "context", "constraints", "x"),
-                       optional=("x_degraded", "degraded_breaks", "pair_id", *TAG_FIELDS), open_schema=True)
+    extra = check.keys(obj, BENCHMARK_FIELDS, optional=(*BENCHMARK_OPTIONAL, *TAG_FIELDS), open_schema=True)
     group = check.choice(obj, "group", GROUPS)
     has_degraded = "x_degraded" in obj or "degraded_breaks" in obj
     if has_degraded and group == "factual":
@@ -302,3 +309,40 @@ def load_annotations(path: Path) -> list[Annotation]:
 def load_benchmark(path: Path) -> list[BenchmarkItem]:
     """Load and validate a benchmark file in the project's schema."""
     return _load(path, _parse_benchmark_item)
+
+
+def file_kind(path: Path, kind: str | None = None) -> str:
+    """What a JSONL file holds, ``"annotations"`` or ``"benchmark"``.
+
+    A stated ``kind`` wins (it may not contradict the folder name); else a folder named
+    ``annotations`` or ``benchmark`` says it; else the fields: the kind more of whose own required
+    fields the records carry (annotations: genre, passage, cot, judgment; benchmark: group, x), so
+    an extra field named like the other kind's (a benchmark item's ``passage`` note) does not
+    decide it. Raises DataError naming the file when the kind cannot be told.
+    """
+    path = Path(path)
+    folder = path.resolve().parent.name
+    if kind is not None:
+        if kind not in KINDS:
+            raise ValueError(f"kind {kind!r} is not one of {list(KINDS)}")
+        if folder in KINDS and folder != kind:
+            raise DataError([f"{path}: (file): stated kind {kind!r} contradicts its folder {folder}/; "
+                             "move the file or leave the kind out"])
+        return kind
+    if folder in KINDS:
+        return folder
+    fields = set().union(*(obj for _, obj in read_jsonl(path)))
+    own = {"annotations": [f for f in ANNOTATION_FIELDS if f not in BENCHMARK_FIELDS],
+           "benchmark": [f for f in BENCHMARK_FIELDS if f not in ANNOTATION_FIELDS]}
+    share = {k: sum(f in fields for f in names) / len(names) for k, names in own.items()}
+    if share["annotations"] != share["benchmark"]:
+        return max(share, key=share.get)
+    if share["annotations"]:
+        why = (f"its records carry annotation fields ({', '.join(f for f in own['annotations'] if f in fields)}) "
+               f"and benchmark fields ({', '.join(f for f in own['benchmark'] if f in fields)}) alike; "
+               "a file holds one kind")
+    else:
+        why = (f"no record has an annotation's fields ({', '.join(own['annotations'])}) or a benchmark "
+               f"item's ({', '.join(own['benchmark'])})")
+    raise DataError([f"{path}: (file): cannot tell whether it holds annotations or benchmark items: {why}; "
+                     "state it with --kind annotations or --kind benchmark"])

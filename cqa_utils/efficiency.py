@@ -15,7 +15,7 @@ from pathlib import Path
 from .bound import LinearShapes, linear_shapes, measure_bound, scoring_work, training_work
 from .config import Config
 from .registry import STAGES, get_stage
-from .runs import is_done, require_done, run_dir, saved_config, write_json
+from .runs import is_done, refuse_published, require_done, run_dir, saved_config, write_json
 
 FILENAME = "efficiency.json"
 
@@ -113,6 +113,7 @@ def efficiency_is_stale(run: Path) -> bool:
 
 
 def write_efficiency(cfg: Config) -> Path:
+    refuse_published(run_dir(cfg) / FILENAME, "an efficiency record")
     return write_json(run_dir(cfg) / FILENAME, efficiency(cfg))
 
 
@@ -143,3 +144,14 @@ def efficiency_markdown(record: dict) -> str:
     if train["resumed"]:
         lines.append("Stage 02 was resumed: its time and tokens are those of its last session.")
     return "\n".join(lines)
+
+
+def study_time_markdown(record: dict) -> str:
+    """The README's answer to "how long does ``make reproduce`` take": the run's measured study time."""
+    stages = [s["stage"] for s in record["stages"]]
+    return (f"**How long it takes.** Run `{record['run']}` ({record['model']}) took "
+            f"{record['study']['wall_seconds'] / 60:.0f} min on {record['torch_threads']} CPU threads (CPU "
+            f"capability {record['cpu_capability']}): the measured times of its stages {stages[0]}–{stages[-1]} "
+            f"(`efficiency.json`, table in [Speed](#speed)). The first `make setup` and the notebooks' own start-up "
+            "come on top; a slower or busier machine takes longer, and `make reproduce` prints each stage's time "
+            "as it goes.")

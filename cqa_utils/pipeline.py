@@ -10,7 +10,8 @@ and makes ``cqa run`` (and so ``make``) exit non-zero.
 
 While a notebook runs, its cells' stderr is echoed to the terminal, each line tagged with
 the stage: the progress lines of :mod:`cqa_utils.progress` (the kernels run in
-:func:`cqa_utils.frontend.batch_environment`) and any warning. Only stderr: papermill's
+:func:`cqa_utils.frontend.batch_environment`) and any warning. The kernel process's own log
+(not a cell's output) shows errors only (:data:`KERNEL_ARGUMENTS`). Only stderr: papermill's
 ``log_output`` would also log every print and displayed value. Each stage's wall time is
 printed when it ends, and all of them with the total at the end. In the executed copy, each
 cell's stream outputs are merged into one per stream (nbclient's ``coalesce_streams``):
@@ -33,10 +34,14 @@ from .frontend import batch_environment
 from .progress import format_duration
 from .registry import GridNotebook, StageSpec, select
 from .run_lock import PARENT_ENV, run_lock
-from .runs import run_dir, write_text
+from .runs import refuse_published, run_dir, write_text
 
 KERNEL_NAME = "cqa-companion"
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
+# Command-line options of every notebook kernel. Its application log goes to this process's stderr, and
+# ipykernel 7 warns there at each start that its local TCP sockets are unencrypted (true of every kernel
+# jupyter_client starts, JupyterLab's too): a line per stage that says nothing about the run. Errors still show.
+KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=ERROR",)
 
 
 class NotebookFailed(RuntimeError):
@@ -126,7 +131,7 @@ def run_notebook(spec: StageSpec | GridNotebook, parameters: dict, run_path: Pat
         with batch_environment():
             pm.execute_notebook(str(source), str(executed), parameters=parameters, kernel_name=kernel,
                                 cwd=str(NOTEBOOK_DIR), progress_bar=False, stderr_file=echo,
-                                coalesce_streams=True)
+                                coalesce_streams=True, extra_arguments=list(KERNEL_ARGUMENTS))
     except PapermillExecutionError as err:
         print(f"=== [{key}] failed after {format_duration(time.perf_counter() - started)}", flush=True)
         raise NotebookFailed(
@@ -150,6 +155,21 @@ def format_timings(results: list[StageResult]) -> str:
     return "\n".join(["=== wall time per stage", *lines, f"  {'total':<{width + 4}}  {total}"])
 
 
+def shown(path: Path) -> str:
+    """A path as a user types it: relative to the working directory when inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
+def where_to_read(run_path: Path, results: list[StageResult]) -> list[str]:
+    """Where the executed notebooks and their HTML pages of ``results`` lie, one line each."""
+    names = [r.executed.name for r in results]
+    span = names[0] if len(names) == 1 else f"{names[0]} … {names[-1]}"
+    pages = span.replace(".ipynb", ".html")
+    return [f"  executed notebooks: {shown(run_path / 'notebooks')}/ ({span}, with their outputs)",
+            f"  HTML pages:         {shown(run_path / 'html')}/ ({pages}, for a browser)"]
+
+
 def run_pipeline(config: str = "default", run_name: str | None = None, only: str | None = None,
                  force: bool = False, overrides: dict | None = None, kernel: str = KERNEL_NAME) -> list[StageResult]:
     """Execute the selected notebooks in order; stops at the first failure (NotebookFailed)."""
@@ -159,6 +179,7 @@ def run_pipeline(config: str = "default", run_name: str | None = None, only: str
     cfg = load_config(config, overrides)  # fail fast on a bad config, before any notebook starts
     ensure_kernel(kernel)
     run_path = run_dir(cfg)
+    refuse_published(run_path, "executed notebooks and HTML pages")
     parameters = {"config": str(config), "run_name": cfg.run.name, "force": force, "overrides": overrides}
     with run_lock(run_path, "cqa run"), _kernels_write_under(os.getpid()):  # one writer for the whole run
         results = [run_notebook(spec, parameters, run_path, kernel) for spec in select(only)]

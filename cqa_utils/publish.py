@@ -14,13 +14,12 @@ import json
 import shutil
 from pathlib import Path
 
-from .config import PROJECT_ROOT, Config
+from .config import Config
 from .efficiency import FILENAME as EFFICIENCY_FILE
 from .registry import STAGES
-from .runs import atomic_dir, file_sha256, git_commit, is_done, run_dir, write_json
+from .runs import REFERENCE_DIR, atomic_dir, file_sha256, git_commit, is_done, run_dir, write_json
 
 SKIP_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt")
-REFERENCE_DIR = PROJECT_ROOT / "reference"
 RUN_FILES = (EFFICIENCY_FILE,)  # records of the whole run, beside its stage folders
 
 

@@ -2,7 +2,7 @@
 
 Reads ``results/<run>/04_stats/stats.json`` and stage 01's ``conclusion.json`` and
 ``shares.csv``, rewrites the blocks between the ``results`` and ``audit`` markers in
-README.md (and the ``efficiency`` block from the run's ``efficiency.json``), and copies the run's
+README.md (and the ``efficiency`` and ``study-time`` blocks from the run's ``efficiency.json``), and copies the run's
 figures (stage 05) into ``figures/``. Those blocks belong to one run, the *headline run* the
 Results block names; a run of another name (Gemma, a seed, a replicator's GPU run) updates only
 the per-model table and the across-models figure unless it is told to take the headline over.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .config import PROJECT_ROOT, Config
 from .data import GROUPS
-from .efficiency import FILENAME as EFFICIENCY_FILE, efficiency_markdown
+from .efficiency import FILENAME as EFFICIENCY_FILE, efficiency_markdown, study_time_markdown
 from .publish import REFERENCE_DIR
 from .runs import atomic_path, is_done, run_dir, stage_dir, stage_outputs, write_text
 
@@ -26,6 +26,7 @@ BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 AUDIT_BEGIN, AUDIT_END = "<!-- audit:begin -->", "<!-- audit:end -->"
 MODELS_BEGIN, MODELS_END = "<!-- models:begin -->", "<!-- models:end -->"
 EFFICIENCY_BEGIN, EFFICIENCY_END = "<!-- efficiency:begin -->", "<!-- efficiency:end -->"
+STUDY_TIME_BEGIN, STUDY_TIME_END = "<!-- study-time:begin -->", "<!-- study-time:end -->"
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -271,10 +272,11 @@ def update_readme(readme: Path, report: dict | None = None, audit: str | None = 
                   models: list[dict] | None = None, efficiency: dict | None = None) -> Path:
     """Rewrite the Results block (from ``report``), the audit block (``audit``), the
     per-model table (from ``models``, reports of published runs) and the study's
-    efficiency table (from ``efficiency``, the run's efficiency.json) in place."""
+    efficiency table and time (from ``efficiency``, the run's efficiency.json) in place."""
     text = readme.read_text(encoding="utf-8")
     if efficiency is not None:
         text = replace_block(text, EFFICIENCY_BEGIN, EFFICIENCY_END, efficiency_markdown(efficiency), readme)
+        text = replace_block(text, STUDY_TIME_BEGIN, STUDY_TIME_END, study_time_markdown(efficiency), readme)
     if report is not None:
         text = replace_block(text, BEGIN, END, results_markdown(report), readme)
     if audit is not None:
@@ -353,3 +355,14 @@ def publish(cfg: Config, readme: Path = PROJECT_ROOT / "README.md", figures: Pat
     speed = run_dir(cfg) / EFFICIENCY_FILE
     efficiency = json.loads(speed.read_text(encoding="utf-8")) if speed.is_file() else None
     return [*copied, *across_models_figure(models, figures), update_readme(readme, report, block, models, efficiency)]
+
+
+def report_into_run(cfg: Config, readme: Path = PROJECT_ROOT / "README.md") -> Path:
+    """The README and figures regenerated from this run into ``results/<run>/report/``, leaving the project's
+    README.md and figures/ as published: a reproduction on another machine lands a little apart (bf16 training
+    differs by CPU), and that belongs beside the published numbers (``cqa compare``), not over them."""
+    out = run_dir(cfg) / "report"
+    with atomic_path(out / "README.md") as tmp:
+        shutil.copyfile(readme, tmp)
+    publish(cfg, readme=out / "README.md", figures=out / "figures", headline=True)
+    return out

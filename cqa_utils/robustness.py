@@ -22,7 +22,7 @@ from .analysis import jsonable, kinds_scored, paired_differences, summary_row
 from .config import PROJECT_ROOT, config_from_dict
 from .data import GROUPS
 from .publish import published_manifest
-from .runs import saved_config, write_csv, write_json
+from .runs import refuse_published, saved_config, write_csv, write_json
 from .stats import bootstrap_ci_mean, cohens_dz, headline_epoch, hodges_lehmann, wilcoxon_one_sided
 
 KINDS = ("full", "specific")
@@ -333,8 +333,11 @@ def fmt_number(value, spec: str = "+.2f") -> str:
 
 
 def output_dir(grid: str, results_dir: str | Path = "results", out_dir: str | Path = "") -> Path:
-    """Where notebook 06 writes: ``out_dir`` if given, else ``<results_dir>/sweeps/<grid>/06_robustness``."""
-    return _resolve(out_dir) if str(out_dir) else _resolve(results_dir) / "sweeps" / grid / "06_robustness"
+    """Where notebook 06 writes: ``out_dir`` if given, else ``<results_dir>/sweeps/<grid>/06_robustness``;
+    never inside the published runs."""
+    out = _resolve(out_dir) if str(out_dir) else _resolve(results_dir) / "sweeps" / grid / "06_robustness"
+    refuse_published(out, "notebook 06's outputs")
+    return out
 
 
 def write_outputs(out: Path, tables: dict[str, pd.DataFrame], report: dict) -> dict[str, Path]:

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from .runs import is_rank_zero, run_dir
+from .runs import REFERENCE_DIR, is_rank_zero, run_dir
 
 LOCK_NAME = ".lock"
 PARENT_ENV = "CQA_RUN_LOCK_PARENT"  # pid of a `cqa run` holding the lock for the kernels it starts
@@ -85,10 +85,10 @@ def _acquire(path: Path, what: str) -> None:
 @contextlib.contextmanager
 def run_lock(run_path: Path, what: str) -> Iterator[None]:
     """Hold ``<run_path>/.lock`` for the block (no-op on ranks > 0 of a multi-process job)."""
-    if not is_rank_zero():
+    path = (Path(run_path) / LOCK_NAME).resolve()
+    if not is_rank_zero() or REFERENCE_DIR.resolve() in path.parents:  # published runs are never written: no lock
         yield
         return
-    path = (Path(run_path) / LOCK_NAME).resolve()
     if str(_holder(path).get("pid")) == os.environ.get(PARENT_ENV):
         yield  # a notebook kernel of the `cqa run` that holds this run
         return

@@ -35,6 +35,9 @@ TRACKED_PACKAGES = (
 )
 
 
+REFERENCE_DIR = PROJECT_ROOT / "reference"  # the published runs: read by the pipeline, written by `cqa publish` only
+
+
 def run_dir(cfg: Config) -> Path:
     """``<results_dir>/<run.name>``; the run name is validated in RunConfig."""
     return cfg.resolve_path(cfg.run.results_dir) / cfg.run.name
@@ -47,6 +50,25 @@ def inside(base: Path, relative: str | Path) -> Path:
     if target != base and base not in target.parents:
         raise ValueError(f"path {str(relative)!r} escapes {base}; results are written inside the run only")
     return target
+
+
+def refuse_published(path: Path, what: str) -> None:
+    """Refuse to write ``what`` at ``path`` inside the published runs (``reference/``): a stage or notebook that
+    wrote there would change a published result behind its MANIFEST. The error says how to recompute instead."""
+    path, root = Path(path).resolve(), REFERENCE_DIR.resolve()
+    if path != root and root not in path.parents:
+        return
+    parts = path.relative_to(root).parts
+    if parts[:1] == ("sweeps",):
+        fix = ("leave results_dir at 'results': the published grid is read from reference/sweeps/ and notebook 06 "
+               "writes to results/sweeps/<grid>/06_robustness/")
+    else:
+        run = parts[0] if parts else "<run>"
+        fix = (f"copy the run into results/ and recompute it there:\n  mkdir -p results && cp -r reference/{run} "
+               f"results/{run}\n  cqa run --config <its config> --run {run} --only <stages> --force\n"
+               f"(reading a published run needs no copy: set run.results_dir=reference and leave force off)")
+    raise PermissionError(f"{path} is inside the published runs (reference/), which the pipeline only reads; "
+                          f"refusing to write {what} there. To recompute, {fix}")
 
 
 # --- atomic writes ---------------------------------------------------------------------
@@ -258,6 +280,7 @@ def open_stage(cfg: Config, stage: str, force: bool = False, extra_env: dict | N
     if is_done(path) and not force:
         print(f"[{path.name}] already done ({path}); pass force=True to redo it")
         return Stage(cfg, path, skipped=True)
+    refuse_published(path, f"stage {path.name}" + (" (force=True)" if force else ""))
     if is_done(path):
         (path / "DONE").unlink()
     path.mkdir(parents=True, exist_ok=True)

@@ -200,9 +200,10 @@ def study_callbacks(stage_path: Path):
 def line_progress_callback():
     """A callback reporting training as :class:`~cqa_utils.progress.LineProgress` lines.
 
-    One line per ~10 % of the optimizer steps: step, epoch, last logged loss, steps/s and
-    time left (``training: 40/125 step (32 %) · 0.41 step/s · 3 min 27 s left · epoch 2/5 ·
-    loss 1.874``), then the total time. Only the main process reports.
+    A line as training starts, one after the first optimizer step, then one per ~10 % of the
+    steps and never more than a minute apart (a "still on step n" line where one step takes longer): step, epoch,
+    last logged loss, steps/s and time left (``training: 40/125 step (32 %) · 0.41 step/s ·
+    3 min 27 s left · epoch 2/5 · loss 1.874``), then the total time. Only the main process reports.
     """
     from transformers import TrainerCallback
 
@@ -210,7 +211,9 @@ def line_progress_callback():
         def on_train_begin(self, args, state, control, **kwargs):
             self.loss = None
             self.bar = LineProgress(total=state.max_steps, initial=state.global_step, desc="training",
-                                    unit="step", disable=not state.is_world_process_zero)
+                                    unit="step", disable=not state.is_world_process_zero, heartbeat=True)
+            self.bar.note(f"resuming at step {state.global_step} of {state.max_steps}" if state.global_step else
+                          f"{state.max_steps} optimizer steps over {state.num_train_epochs} epochs")
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             self.loss = (logs or {}).get("loss", self.loss)

@@ -16,7 +16,12 @@ fit between x and its constraints y rather than word matching (see data/README.m
 * **a fair control** — the factual item of a pair within ±``pair_length`` of the literary one.
 
 A benchmark file can be exempted from the design rules (not the schema or x's leakage) in
-``<data>/benchmark/manifest.yaml`` with a stated reason; v1 is, and is kept for comparison.
+a ``manifest.yaml`` beside it (``<data>/benchmark/manifest.yaml``) with a stated reason; v1 is,
+and is kept for comparison.
+
+``cqa validate`` takes the data/ folder (``annotations/*.jsonl``, ``benchmark/*.jsonl``), one
+JSONL file, or a folder of them; each file's kind comes from :func:`cqa_utils.data.file_kind`.
+Leakage and no-reuse compare the benchmark files with the annotation files validated with them.
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data import Annotation, BenchmarkItem, DataError, load_annotations, load_benchmark, read_jsonl
+from .data import Annotation, BenchmarkItem, DataError, file_kind, load_annotations, load_benchmark, read_jsonl
 from .overlap import content_words, overlap_share, shared_words
 
 LEAKAGE_NGRAM = 8
@@ -179,11 +184,11 @@ def _pair_lengths(items: list[BenchmarkItem], where: dict[str, str], rules: Desi
     return problems
 
 
-def exempt_files(root: Path) -> dict[str, str]:
-    """Benchmark files exempted from the design rules, with the reason (``benchmark/manifest.yaml``)."""
+def exempt_files(folder: Path) -> dict[str, str]:
+    """Benchmark files of ``folder`` exempted from the design rules, with the reason (its ``manifest.yaml``)."""
     import yaml
 
-    manifest = root / "benchmark" / "manifest.yaml"
+    manifest = Path(folder) / "manifest.yaml"
     if not manifest.is_file():
         return {}
     entries = (yaml.safe_load(manifest.read_text(encoding="utf-8")) or {}).get("files", {})
@@ -198,42 +203,51 @@ def item_lines(path: Path) -> dict[str, str]:
     return {str(obj.get("id")): f"{path}:{number}" for number, obj in read_jsonl(path)}
 
 
-def validate_data_dir(root: Path) -> dict:
-    """Validate every annotation and benchmark file under ``root``: schema, leakage, reuse, design.
+def data_files(path: Path) -> list[Path]:
+    """The JSONL files ``cqa validate`` checks: ``path`` itself, or a folder's ``*.jsonl`` and its
+    ``annotations/*.jsonl`` and ``benchmark/*.jsonl`` (the data/ layout)."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    files = [f for where in (path, path / "annotations", path / "benchmark") for f in sorted(where.glob("*.jsonl"))]
+    if not files:
+        raise FileNotFoundError(f"{path}: no *.jsonl file in it, nor in its annotations/ or benchmark/ folder")
+    return files
 
-    Returns ``{file: {"records": n, "overlap": [...], "exempt": reason or None}}``; raises DataError
-    listing every problem found.
+
+def validate_path(path: Path, kind: str | None = None) -> dict:
+    """Validate a data folder, one JSONL file, or a folder of them: schema, leakage, reuse, design.
+
+    ``kind`` ("annotations" or "benchmark") states what files hold where neither their folder name
+    nor their fields tell (:func:`cqa_utils.data.file_kind`). Returns ``{file: {"kind": ...,
+    "records": n}}``, benchmark files adding ``"overlap": [...]``, ``"exempt": reason or None`` and
+    ``"baseline_metric_check"``; raises DataError listing every problem found in every file.
     """
-    root = Path(root)
-    annotation_files = sorted((root / "annotations").glob("*.jsonl"))
-    benchmark_files = sorted((root / "benchmark").glob("*.jsonl"))
-    if not annotation_files and not benchmark_files:
-        raise FileNotFoundError(f"{root}: no annotations/*.jsonl or benchmark/*.jsonl found")
-    exempt = exempt_files(root)
-    problems, report, annotations, benchmarks = [], {}, [], []
-    for path in annotation_files:
+    problems, report, annotations, benchmarks, exempt = [], {}, [], [], {}
+    for file in data_files(path):
         try:
-            records = load_annotations(path)
+            file_is = file_kind(file, kind)
+            records = (load_annotations if file_is == "annotations" else load_benchmark)(file)
         except DataError as err:
             problems.extend(err.problems)
             continue
-        annotations.extend(records)
-        report[str(path)] = {"records": len(records)}
-    for path in benchmark_files:
-        try:
-            items = load_benchmark(path)
-        except DataError as err:
-            problems.extend(err.problems)
+        report[str(file)] = {"kind": file_is, "records": len(records)}
+        if file_is == "annotations":
+            annotations.extend(records)
             continue
-        where = item_lines(path)
-        benchmarks.append((path, items, where))
-        report[str(path)] = {"records": len(items), "overlap": overlap_report(items), "exempt": exempt.get(path.name),
-                             "baseline_metric_check": baseline_metric_check(items)[0]}
-    for path, items, where in benchmarks:
-        if path.name in exempt:
+        if file.parent not in exempt:
+            exempt[file.parent] = exempt_files(file.parent)
+        where = item_lines(file)
+        benchmarks.append((file, records, where))
+        report[str(file)] |= {"overlap": overlap_report(records), "exempt": exempt[file.parent].get(file.name),
+                              "baseline_metric_check": baseline_metric_check(records)[0]}
+    for file, items, where in benchmarks:
+        if file.name in exempt[file.parent]:
             problems += leakage(annotations, items, fields=("x", "x_degraded"))
         else:
-            problems += leakage(annotations, items) + reuse(annotations, items, where) + design_problems(path, items, where)
+            problems += leakage(annotations, items) + reuse(annotations, items, where) + design_problems(file, items, where)
     if problems:
         raise DataError(problems)
     return report
@@ -242,7 +256,7 @@ def validate_data_dir(root: Path) -> dict:
 def print_report(report: dict) -> None:
     """What ``cqa validate`` prints: per file its size, and per benchmark item its overlap with y."""
     for path, entry in report.items():
-        print(f"ok  {entry['records']:4d} records  {path}")
+        print(f"ok  {entry['records']:4d} records  {path}  ({entry['kind']})")
         if "overlap" not in entry:
             continue
         for row in entry["overlap"]:
@@ -256,4 +270,11 @@ def print_report(report: dict) -> None:
               f"{entry['baseline_metric_check']:.0%} (ties half)")
         if entry["exempt"]:
             print(f"      exempt from the design rules: {entry['exempt']}")
-    print("schema, leakage, no-reuse and design rules: all hold")
+    kinds = {entry["kind"] for entry in report.values()}
+    if kinds == {"annotations", "benchmark"}:
+        print("schema, leakage, no-reuse and design rules: all hold")
+    elif kinds == {"benchmark"}:
+        print("schema and design rules: all hold; leakage and no-reuse not checked: no annotation file was "
+              "given (validate the benchmark with the annotations, e.g. a folder holding both)")
+    else:
+        print("schema: holds; no benchmark file was given, so no leakage, no-reuse or design rule applies")

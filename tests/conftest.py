@@ -107,3 +107,14 @@ def benchmark_item(i: int = 1, group: str = "literary", **changes) -> dict:
                       degraded_breaks="reality")
     record.update(changes)
     return record
+
+
+def assert_within(actual, expected, bound: float, what: str) -> None:
+    """Assert max |actual − expected| ≤ bound, and say where it is worst: both values, the gap and the bound."""
+    import numpy as np
+
+    actual, expected = np.atleast_1d(np.asarray(actual, dtype=float)), np.atleast_1d(np.asarray(expected, dtype=float))
+    gaps = np.abs(actual - expected)
+    worst = int(np.argmax(gaps))
+    assert gaps[worst] <= bound, (f"{what}: element {worst} is {actual[worst]:.9g} against {expected[worst]:.9g}, "
+                                  f"{gaps[worst]:.3g} apart; the bound is {bound:.3g}")

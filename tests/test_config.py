@@ -33,6 +33,44 @@ def test_unknown_key_in_a_file_names_the_file(tmp_path):
         load_config(bad)
 
 
+@pytest.mark.parametrize("key, expected", [
+    ("train.epoch", r"overrides: unknown key train.epoch; did you mean 'train.epochs'\? valid keys in train: \["),
+    ("trian.epochs", r"overrides: unknown section 'trian'; did you mean 'train'\? valid sections: \["),
+    ("model.epochs", r"unknown key model.epochs; did you mean 'train.epochs' or 'score.epochs'\?"),
+])
+def test_a_near_miss_override_says_did_you_mean(key, expected):
+    with pytest.raises(ValueError, match=expected):
+        load_config("default", {key: 3})
+
+
+def test_a_near_miss_set_on_the_command_line_says_did_you_mean_before_anything_runs(capsys):
+    from cqa_utils.cli import main
+
+    assert main(["run", "--config", "smoke", "--set", "train.epoch=3"]) == 1  # load_config fails before any notebook
+    assert "unknown key train.epoch; did you mean 'train.epochs'?" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("train:\n  learnig_rate: 0.1\n", r"typo.yaml: unknown key train.learnig_rate; did you mean 'train.learning_rate'\?"),
+    ("trian:\n  epochs: 3\n", r"typo.yaml: unknown section 'trian'; did you mean 'train'\?"),
+])
+def test_a_near_miss_in_a_config_file_names_the_file_and_says_did_you_mean(tmp_path, text, expected):
+    bad = tmp_path / "typo.yaml"
+    bad.write_text(text)
+    with pytest.raises(ValueError, match=expected):
+        load_config(bad)
+
+
+def test_a_key_unlike_any_known_one_gets_no_guess_only_the_valid_keys():
+    with pytest.raises(ValueError, match=r"unknown key train.zzz; valid keys in train: \['arm'"):
+        load_config("default", {"train.zzz": 1})
+
+
+def test_an_override_without_a_section_names_the_sections_that_have_the_key():
+    with pytest.raises(ValueError, match=r"override 'epochs' must be written section.key, e.g. train.epochs or score.epochs"):
+        load_config("default", {"epochs": 3})
+
+
 def test_wrong_type_and_bad_choice_are_errors():
     with pytest.raises(ValueError, match="wrong type; expected int"):
         load_config("default", {"train.epochs": "five"})

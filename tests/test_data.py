@@ -62,6 +62,34 @@ def test_missing_field_and_unknown_cot_type_are_named(tmp_path):
     assert any("f.jsonl:1: cot[0].type: 'mood' is not one of" in p for p in problems)
 
 
+def without(record: dict, dotted: str) -> dict:
+    """``record`` with one field removed; ``constraints.reality`` and ``cot[0].text`` reach inside."""
+    head, _, rest = dotted.partition(".")
+    if not rest:
+        return {k: v for k, v in record.items() if k != head}
+    if head.startswith("cot["):
+        steps = [dict(step) for step in record["cot"]]
+        steps[int(head[4:-1])].pop(rest)
+        return record | {"cot": steps}
+    return record | {head: {k: v for k, v in record[head].items() if k != rest}}
+
+
+@pytest.mark.parametrize("loader, record, missing", [
+    *((load_annotations, annotation(1), f) for f in ("id", "lang", "genre", "context", "constraints", "passage",
+                                                     "cot", "judgment", "constraints.reality", "judgment.verdict",
+                                                     "cot[0].text", "cot[0].type")),
+    *((load_benchmark, benchmark_item(1), f) for f in ("id", "group", "lang", "context", "constraints", "x")),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_one_missing_field_is_exactly_one_problem(tmp_path, loader, record, missing):
+    path = write_jsonl(tmp_path / "f.jsonl", [without(record, missing)])
+    assert problems_of(loader, path) == [f"{path}:1: {missing}: missing required field"]
+
+
+def test_a_field_present_as_null_is_a_wrong_type_not_a_missing_field(tmp_path):
+    path = write_jsonl(tmp_path / "f.jsonl", [annotation(1, passage=None)])
+    assert problems_of(load_annotations, path) == [f"{path}:1: passage: must be a string, got NoneType"]
+
+
 def test_cot_without_a_constraint_type_is_rejected(tmp_path):
     record = annotation(1)
     record["cot"] = [s for s in record["cot"] if s["type"] != "reality"]

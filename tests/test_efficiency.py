@@ -76,10 +76,12 @@ EFFICIENCY = {
 
 def test_the_readme_speed_block_is_generated_from_efficiency_json(tmp_path):
     readme = tmp_path / "README.md"
-    readme.write_text("# x\n<!-- efficiency:begin -->\nold\n<!-- efficiency:end -->\ntail\n", encoding="utf-8")
+    readme.write_text("# x\n<!-- study-time:begin -->\nold\n<!-- study-time:end -->\n"
+                      "<!-- efficiency:begin -->\nold\n<!-- efficiency:end -->\ntail\n", encoding="utf-8")
     update_readme(readme, efficiency=EFFICIENCY)
     text = readme.read_text(encoding="utf-8")
     assert "old" not in text and text.endswith("<!-- efficiency:end -->\ntail\n")
+    assert "Run `default` (embedded:smollm2-135m-instruct) took 40 min on 2 CPU threads" in text  # 2412 s
     assert "| 02 training | 1500 | 185000 | 640 | 2.34 |" in text and "| **study** | **2412** | | **1940** | **1.24** |" in text
     assert "405,450 tokens trained" in text and "was resumed" not in text
     assert "was resumed" in efficiency_markdown(EFFICIENCY | {"training": EFFICIENCY["training"] | {"resumed": True}})

