@@ -4,7 +4,8 @@ A reproduction on another CPU is expected to differ in a known way: fp32 scoring
 base log-probs, while training (bf16 where the CPU's probe picks it, and kernels that sum in CPU-specific orders)
 lands on slightly different adapters, so every trained score moves a little. This module shows which of the two a
 user's run did, item by item, with both runs' verdicts side by side. It reads each run's ``03_logprobs/scores.csv``
-and ``04_stats/stats.json`` and writes ``compare.csv`` / ``compare.json`` only where asked (``--out``).
+and ``04_stats/stats.json`` (or a ``cqa score`` folder's ``scores.csv``: base scores only, no verdicts, compared
+with the published run's epochs that it scored) and writes ``compare.csv`` / ``compare.json`` only where asked.
 A reproduction worth keeping is recorded in ``reference/reproductions/<name>.json`` (``--record``), and the README's
 Reproducibility table is generated from those records.
 """
@@ -19,6 +20,7 @@ import pandas as pd
 from .analysis import paired_differences
 from .config import PROJECT_ROOT
 from .report import controlled_verdict, replace_block, verdict
+from .robustness import fmt_number
 from .runs import REFERENCE_DIR, write_csv, write_json, write_text
 
 SCORES = Path("03_logprobs") / "scores.csv"
@@ -29,11 +31,14 @@ REPRODUCTIONS = REFERENCE_DIR / "reproductions"
 BEGIN, END = "<!-- reproductions:begin -->", "<!-- reproductions:end -->"
 
 
-def read_run(folder: Path) -> tuple[pd.DataFrame, dict]:
-    """(scores, stats report) of a finished run folder, or an error naming the stage that is missing."""
+def read_run(folder: Path) -> tuple[pd.DataFrame, dict | None]:
+    """(scores, stats report) of a finished run folder, (scores, None) of a ``cqa score`` folder, or an error
+    naming the stage that is missing."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such run folder (a run name under results/, or a folder path)")
+    if not (folder / SCORES).is_file() and (folder / SCORES.name).is_file():
+        return pd.read_csv(folder / SCORES.name), None
     for rel, stage in ((SCORES, "03"), (STATS, "04")):
         if not (folder / rel).is_file():
             raise FileNotFoundError(f"{folder / rel} is missing: finish stage {stage} of that run first "
@@ -95,9 +100,12 @@ def spread(differences: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def verdicts(mine: dict, theirs: dict) -> pd.DataFrame:
-    """Both runs' verdict sentences and primary-endpoint numbers, side by side."""
-    def numbers(report: dict) -> dict:
+def verdicts(mine: dict | None, theirs: dict | None) -> pd.DataFrame:
+    """Both runs' verdict sentences and primary-endpoint numbers, side by side ("–" where a side has no stats)."""
+    def numbers(report: dict | None) -> dict:
+        if report is None:
+            return dict.fromkeys(("primary mean (nats)", "primary one-sided p", "primary d_z", "primary endpoint",
+                                  "paper comparison"), "–")
         row = (report.get("primary") or {}).get("row") or {}
         return {"primary mean (nats)": row.get("mean"), "primary one-sided p": row.get("p_one_sided"),
                 "primary d_z": row.get("d_z"), "primary endpoint": controlled_verdict(report),
@@ -113,11 +121,17 @@ def compare_runs(run: Path, published: Path) -> dict:
         {"run", "published", "kind", "epoch", "spread", "items", "scores", "verdicts"}: frames and paths.
     """
     (mine, mine_report), (theirs, theirs_report) = read_run(run), read_run(published)
-    declared = (theirs_report.get("primary") or {}).get("declared") or {}
-    kind, epoch = declared.get("kind", "full"), int(declared.get("epoch", theirs_report.get("headline_epoch", 0)))
+    if mine_report is None:  # a `cqa score` folder: the published run's scores at the epochs it scored
+        theirs = theirs[theirs["epoch"].isin(mine["epoch"].unique())]
+    declared = ((theirs_report or {}).get("primary") or {}).get("declared") or {}
+    kind = declared.get("kind", "full")
+    epoch = int(declared.get("epoch", (theirs_report or {}).get("headline_epoch", 0)))
     scores = score_differences(mine, theirs)
+    trained = epoch in set(mine["epoch"]) and epoch > 0
+    items = item_changes(mine, theirs, kind, epoch) if trained else pd.DataFrame(
+        columns=["group", "item_id", "run", "published", "difference"])
     return {"run": Path(run), "published": Path(published), "kind": kind, "epoch": epoch,
-            "spread": spread(scores), "items": item_changes(mine, theirs, kind, epoch), "scores": scores,
+            "spread": spread(scores), "items": items, "scores": scores,
             "verdicts": verdicts(mine_report, theirs_report)}
 
 
@@ -131,8 +145,9 @@ def comparison_text(result: dict, top: int = 10) -> str:
             "How far the scores are apart (nats; 'identical' counts bit-identical values):",
             result["spread"].to_string(index=False),
             f"\nΔ(ΔI) per item, {result['kind']} ΔI at epoch {result['epoch']} (the primary endpoint's), "
-            f"the {min(top, len(items))} of {len(items)} items that moved most:",
-            items.head(top).to_string(index=False),
+            f"the {min(top, len(items))} of {len(items)} items that moved most:" if len(items) else
+            f"\nΔ(ΔI) per item: none to compare (the run scored no epoch {result['epoch']}).",
+            items.head(top).to_string(index=False) if len(items) else "",
             "\nVerdicts side by side:",
         ]
         for label, row in result["verdicts"].iterrows():
@@ -155,8 +170,10 @@ def write_comparison(result: dict, out: Path) -> list[Path]:
 
 
 def machine(run: Path) -> dict:
-    """The CPU facts behind a run's numbers: capability and training precision (stage 02's record), malloc."""
-    env = json.loads((Path(run) / "02_finetune" / "environment.json").read_text(encoding="utf-8"))
+    """The CPU facts behind a run's numbers: capability and training precision (stage 02's record, or a
+    ``cqa score`` folder's environment.json, which trained nothing), malloc, commit."""
+    record = Path(run) / "02_finetune" / "environment.json"
+    env = json.loads((record if record.is_file() else Path(run) / "environment.json").read_text(encoding="utf-8"))
     plan = env.get("device_plan") or {}
     return {"cpu_capability": env.get("cpu_capability"), "train_dtype": plan.get("train_dtype"),
             "precision_reason": plan.get("reason"), "malloc": env.get("malloc"), "git_commit": env.get("git_commit")}
@@ -165,12 +182,13 @@ def machine(run: Path) -> dict:
 def record_reproduction(result: dict, name: str, dest: Path = REPRODUCTIONS) -> Path:
     """``<dest>/<name>.json``: one reproduction's machines, spread, primary endpoint and verdicts, compact."""
     primary = {side: json.loads((result[side] / STATS).read_text(encoding="utf-8"))["primary"]["row"]
-               for side in ("run", "published")}
+               if (result[side] / STATS).is_file() else {} for side in ("run", "published")}
+    items = result["items"]["difference"]
     record = {"name": name, "published": result["published"].name, "kind": result["kind"], "epoch": result["epoch"],
               "machines": {"run": machine(result["run"]), "published": machine(result["published"])},
               "spread": result["spread"].to_dict("records"),
-              "max_item_difference": float(result["items"]["difference"].abs().max()),
-              "primary": {side: {k: row[k] for k in ("mean", "p_one_sided", "d_z")} for side, row in primary.items()},
+              "max_item_difference": float(items.abs().max()) if len(items) else None,
+              "primary": {side: {k: row.get(k) for k in ("mean", "p_one_sided", "d_z")} for side, row in primary.items()},
               "verdicts": result["verdicts"].loc[["primary endpoint", "paper comparison"]].to_dict()}
     return write_json(Path(dest) / f"{name}.json", json.loads(pd.Series(record).to_json()))
 
@@ -179,24 +197,30 @@ def reproductions_markdown(records: list[dict]) -> str:
     """The README's table of recorded reproductions: what was bit-identical, how far the rest moved."""
     if not records:
         return "No reproduction on another machine is recorded yet (`cqa compare … --record NAME`)."
-    lines = ["| reproduction | its CPU, training precision | published run's | base scores bit-identical | "
-             "trained scores: max \\|Δ ΔI\\| (nats) | primary Δ(ΔI) item max \\|Δ\\| | primary p: run / published | "
-             "same verdicts |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| reproduction | its CPU · training | published run's | base scores bit-identical | "
+             "base: max \\|Δ log P\\| | base: max \\|Δ ΔI\\| | trained: max \\|Δ ΔI\\| | "
+             "primary p: run / published | same verdicts |", "|---|---|---|---|---|---|---|---|---|"]
     for r in records:
-        spread = pd.DataFrame(r["spread"]).set_index(["scores", "quantity"])
-        base = spread.loc["base model"]
-        trained = spread.loc["trained epochs"]
+        spread = pd.DataFrame(r["spread"]).set_index(["scores", "quantity"])["max_abs_difference"]
+        counts = pd.DataFrame(r["spread"]).query("scores == 'base model'")[["identical", "n"]].sum()
         mine, theirs = r["machines"]["run"], r["machines"]["published"]
-        same = {_wording(v) for v in r["verdicts"]["run"].values()} == {
-            _wording(v) for v in r["verdicts"]["published"].values()}
+        p_run, p_published = (r["primary"][side].get("p_one_sided") for side in ("run", "published"))
+        same = "–" if p_run is None else "yes" if {_wording(v) for v in r["verdicts"]["run"].values()} == {
+            _wording(v) for v in r["verdicts"]["published"].values()} else "no"
         lines.append(
-            f"| {r['name']} | {mine['cpu_capability']}, {mine['train_dtype']} | {theirs['cpu_capability']}, "
-            f"{theirs['train_dtype']} | {int(base['identical'].sum())} of {int(base['n'].sum())} "
-            f"(max \\|Δ\\| {base['max_abs_difference'].max():.2g}) | "
-            f"{trained.loc[['delta_i', 'delta_i_specific'], 'max_abs_difference'].max():.3g} | "
-            f"{r['max_item_difference']:.3g} | {r['primary']['run']['p_one_sided']:.3g} / "
-            f"{r['primary']['published']['p_one_sided']:.3g} | {'yes' if same else 'no'} |")
+            f"| {r['name']} | {mine['cpu_capability']} · {mine['train_dtype'] or 'none'} | "
+            f"{theirs['cpu_capability']} · {theirs['train_dtype']} | {int(counts['identical'])} of {int(counts['n'])} | "
+            f"{fmt_number(_largest(spread, 'base model', ('logp_cond', 'logp_uncond')), '.2g')} | "
+            f"{fmt_number(_largest(spread, 'base model', ('delta_i', 'delta_i_specific')), '.2g')} | "
+            f"{fmt_number(_largest(spread, 'trained epochs', ('delta_i', 'delta_i_specific')), '.3g')} | "
+            f"{fmt_number(p_run, '.3g')} / {fmt_number(p_published, '.3g')} | {same} |")
     return "\n".join(lines)
+
+
+def _largest(spread: pd.Series, scores: str, quantities: tuple[str, ...]) -> float | None:
+    values = [spread.get((scores, q)) for q in quantities]
+    values = [v for v in values if v is not None and v == v]
+    return max(values) if values else None
 
 
 def _wording(sentence: str) -> str:

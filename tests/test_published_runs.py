@@ -135,5 +135,22 @@ def test_a_recorded_reproduction_fills_the_readme_table(tmp_path):
     readme.write_text(f"# t\n\n{BEGIN}\n{END}\n", encoding="utf-8")
     update_readme_reproductions(readme, tmp_path / "records")
     row = readme.read_text(encoding="utf-8").splitlines()[5]
-    assert row.startswith("| copy | ") and ", float32 | " in row and ", bfloat16 | " in row
-    assert "| yes |" in row and "(max \\|Δ\\| 0)" in row
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:3] == ["copy", "AVX512 · float32", "AVX512 · bfloat16"]  # the published run's CPU, as recorded
+    identical, of_n = cells[3].split(" of ")
+    assert identical == of_n and cells[4:7] == ["0", "0", "0"] and cells[-1] == "yes"
+
+
+def test_base_scores_of_cqa_score_compare_with_the_published_base_model(tmp_path):
+    from cqa_utils.compare import record_reproduction, reproductions_markdown
+
+    scored = tmp_path / "scored"
+    scored.mkdir()
+    scores = pd.read_csv(PUBLISHED / "03_logprobs" / "scores.csv")
+    scores[scores.epoch == 0].to_csv(scored / "scores.csv", index=False)
+    shutil.copy(PUBLISHED / "03_logprobs" / "environment.json", scored / "environment.json")
+    result = compare_runs(scored, PUBLISHED)
+    assert set(result["scores"]["epoch"]) == {0} and result["items"].empty
+    assert (result["verdicts"]["run"] == "–").all()
+    row = reproductions_markdown([__import__("json").loads(record_reproduction(result, "base", tmp_path).read_text())])
+    assert "| base | " in row and "· none |" in row and "| – / " in row

@@ -109,6 +109,9 @@ def test_cli_score_writes_the_same_files_for_any_benchmark(base_only, tmp_path):
     assert list(scores.columns) == SCORE_COLUMNS and set(scores.variant) == {"x", "x_degraded"}
     assert scores[CONTROL_COLUMNS].notna().all().all()  # the controls, for any benchmark file
     assert (out / "pairs.jsonl").is_file() and (out / "tokens.parquet").is_file()
+    environment = __import__("json").loads((out / "environment.json").read_text())
+    assert environment["benchmark"] == overrides["data.benchmark"] and environment["cpu_capability"]
+    assert load_config((out / "config.yaml").as_posix()).to_dict() == load_config("smoke").to_dict()  # as resolved
     reference = pd.read_csv(run_logprobs(cfg)["scores"])
     pd.testing.assert_frame_equal(scores, reference, check_exact=False, atol=1e-4, rtol=0)
 

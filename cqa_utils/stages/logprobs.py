@@ -28,13 +28,16 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from ..config import Config
 from ..controls import KINDS, MEASURES, control_values, delta_column, mismatched_partners
 from ..data import CONSTRAINT_TYPES, BenchmarkItem, load_benchmark
 from ..overlap import overlap_share, shared_words
 from ..prompts import continuation, control_prefixes, scoring_prefixes
 from ..run_lock import locked
-from ..runs import atomic_path, inside, is_rank_zero, open_stage, stage_dir, stage_outputs, write_csv, write_jsonl
+from ..runs import (atomic_path, environment_record, inside, is_rank_zero, open_stage, stage_dir, stage_outputs, write_csv,
+                    write_json, write_jsonl, write_text)
 from ..score_cache import ScoreCache, score_with_cache
 from ..scoring import ScoreRequest, TokenScores, logprob_sum, request_tokens, score_requests
 from ..stats import headline_epoch
@@ -349,4 +352,8 @@ def score_benchmark_file(cfg: Config, benchmark: Path | str, out_dir: Path | str
                          controls={checkpoint.name: Controls.from_config(cfg, items)}, cache=base_score_cache(cfg))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return write_outputs(inside(out, "."), *frames)
+    written = write_outputs(inside(out, "."), *frames)
+    # the resolved config and the machine beside the scores, as every stage keeps them
+    return {**written, "config": write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False)),
+            "environment": write_json(out / "environment.json", environment_record(cfg, {"benchmark": str(benchmark),
+                                                                                         "adapter": str(adapter or "")}))}
