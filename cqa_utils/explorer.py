@@ -44,16 +44,22 @@ def item_options(scores: pd.DataFrame) -> list[tuple[str, str]]:
     return [(f"{row.item_id} ({row.group})", row.item_id) for row in items.itertuples()]
 
 
-def delta_i_summary(scores: pd.DataFrame, item_id: str, epoch: int) -> str:
-    """One sentence: the item's ΔI on the base model and at ``epoch``, and Δ(ΔI), in nats."""
+def delta_i_summary(scores: pd.DataFrame, item_id: str, epoch: int, condition: str = "cond") -> str:
+    """Two lines: the item's ΔI on the base model and at ``epoch`` and Δ(ΔI), in nats; then Δ(ΔI) split into
+    the change of log P(x|y) and of log P(x), naming the one the figure colours (its panel's Σ change)."""
     rows = scores[(scores["item_id"] == item_id) & (scores["variant"] == "x")].set_index("epoch")
     missing = [e for e in (0, epoch) if e not in rows.index]
     if missing:
         raise ValueError(f"scores.csv has no row for item {item_id!r} at epoch(s) {missing}")
     base, tuned = float(rows.loc[0, "delta_i"]), float(rows.loc[epoch, "delta_i"])
+    change = {c: float(rows.loc[epoch, f"logp_{c}"] - rows.loc[0, f"logp_{c}"]) for c in CONDITION_LABELS}
+    shown = CONDITION_LABELS[condition].replace("x_t", "x")
     return (f"{item_id} ({rows.loc[0, 'group']}, {int(rows.loc[0, 'n_tokens'])} tokens): "
             f"ΔI = log P(x|y) − log P(x) = {base:+.2f} nats on the base model, {tuned:+.2f} at epoch {epoch}; "
-            f"Δ(ΔI) = {tuned - base:+.2f} nats")
+            f"Δ(ΔI) = {tuned - base:+.2f} nats\n"
+            f"Δ(ΔI) = change in log P(x|y) {change['cond']:+.2f} − change in log P(x) {change['uncond']:+.2f} "
+            f"(epoch {epoch} − base); the figure colours each token's change in {shown}: its Σ change is "
+            f"{change[condition]:+.2f} nats, not Δ(ΔI)")
 
 
 def token_view(scores: pd.DataFrame, tokens: pd.DataFrame, item_id: str, epoch: int, condition: str = "cond"):
@@ -62,7 +68,7 @@ def token_view(scores: pd.DataFrame, tokens: pd.DataFrame, item_id: str, epoch: 
 
     fig = fig_token_surprise(tokens, item_id, epoch, condition=condition)
     plt.close(fig)  # shown where the caller displays it, not again by the inline backend
-    return delta_i_summary(scores, item_id, epoch), fig
+    return delta_i_summary(scores, item_id, epoch, condition), fig
 
 
 def token_explorer(scores: pd.DataFrame, tokens: pd.DataFrame, item_id: str | None = None,
@@ -87,11 +93,14 @@ def _widget(scores, tokens, item_id: str, epoch: int, condition: str, epochs: li
     import ipywidgets as widgets
     from IPython.display import display
 
+    label = {"description_width": "initial"}  # the default width cuts "checkpoint" short
     controls = {
-        "item_id": widgets.Dropdown(options=item_options(scores), value=item_id, description="item"),
+        "item_id": widgets.Dropdown(options=item_options(scores), value=item_id, description="item", style=label),
         "epoch": widgets.Dropdown(options=[(f"epoch-{e}", e) for e in epochs], value=epoch,
-                                  description="checkpoint"),
-        "condition": widgets.ToggleButtons(options=CONDITION_OPTIONS, value=condition, description="condition"),
+                                  description="checkpoint", style=label),
+        # each button as wide as its label: the default fixed width cut "with y: log P(x_t | y)" to "with y: log…"
+        "condition": widgets.ToggleButtons(options=CONDITION_OPTIONS, value=condition, description="condition",
+                                           style=label | {"button_width": "auto"}),
     }
 
     def show(item_id: str, epoch: int, condition: str) -> None:

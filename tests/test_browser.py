@@ -4,8 +4,10 @@ test_notebooks.py runs the notebooks headless with papermill; this runs them the
 started from the project's virtualenv on 127.0.0.1, and headless Debian Chromium drives it through Playwright (its
 own browser download cannot work offline, so the system browser is launched). Each notebook is a copy of the
 committed one with papermill's injected-parameters cell pointing it at the session's smoke run, so the browser sees
-exactly what the pipeline runs. Needs ``/usr/bin/chromium`` (``.ci/run`` installs it) and playwright (the dev
-extra); where either is missing the tests are skipped with the command that installs it.
+exactly what the pipeline runs (notebook 06, not a pipeline stage, reads the published controls grid). The window is
+1280 pixels wide, a laptop's, and the checks read what is on screen there: the numbers a reader needs inside the
+output area, not behind a scroll bar or an ellipsis. Needs ``/usr/bin/chromium`` (``.ci/run`` installs it) and
+playwright (the dev extra); where either is missing the tests are skipped with the command that installs it.
 """
 from __future__ import annotations
 
@@ -44,14 +46,10 @@ LAB_SETTINGS = {  # every cell attached to the DOM (no windowing), and no news o
     "@jupyterlab/apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
 }
 STARTUP_TIMEOUT_S = 120  # JupyterLab and a kernel start in ~5 s each on 2 idle cores; CI's cores are busy
-RUN_ALL_TIMEOUT_S = 300  # notebooks 04 and 05 on a finished smoke run take well under a minute
+RUN_ALL_TIMEOUT_S = 300  # notebooks 04 and 05 on a finished smoke run, and 06 on the published grid: under a minute
 PROMPTS = ".jp-Notebook .jp-CodeCell .jp-InputPrompt"  # "[ ]:" not run, "[*]:" queued or running, "[3]:" ran
-
-# Notebook, and the element its outputs must render: one entry per check, same helper.
-NOTEBOOK_CHECKS = [
-    ("04_delta_i_statistics.ipynb", "table"),  # the statistics as HTML tables
-    ("05_figures.ipynb", "img"),  # the figures as images
-]
+WINDOW = {"width": 1280, "height": 900}  # a laptop's browser window: what a reader has on screen
+GRID = "controls"  # the published grid notebook 06 reads (reference/sweeps/controls.json)
 
 
 @dataclass(frozen=True)
@@ -140,13 +138,15 @@ def browser():
             browser.close()
 
 
-def parameterized_copy(name: str, run: Path, into: Path) -> Path:
-    """``notebooks/<name>`` with papermill's injected-parameters cell for ``run``, as the pipeline would run it."""
+def parameterized_copy(name: str, run: Path | None, into: Path, parameters: dict | None = None) -> Path:
+    """``notebooks/<name>`` with papermill's injected-parameters cell for ``run`` (or ``parameters``), as the
+    pipeline would run it."""
     from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
 
-    parameters = {"config": "smoke", "run_name": run.name, "force": False,
-                  "overrides": {"run.results_dir": str(run.parent)}}
+    if parameters is None:
+        parameters = {"config": "smoke", "run_name": run.name, "force": False,
+                      "overrides": {"run.results_dir": str(run.parent)}}
     notebook = parameterize_notebook(load_notebook_node(str(NOTEBOOK_DIR / name)), parameters)
     nbformat.write(notebook, into / name)
     return into / name
@@ -182,14 +182,69 @@ def run_all_cells(page, lab: Lab, notebook: Path):
     return page.locator(".jp-OutputArea-output")
 
 
-@pytest.mark.parametrize("name, element", NOTEBOOK_CHECKS)
-def test_notebook_runs_in_jupyterlab_on_the_project_kernel(name, element, smoke_run, lab, browser):
+def assert_on_screen(page, element, what: str) -> None:
+    """``element`` is drawn inside its output area and the window, not past the area's right edge (where a wide
+    table is cut and scrolls) nor past the window's."""
+    playwright_api.expect(element).to_be_visible()
+    box = element.bounding_box()
+    area = element.locator("xpath=ancestor::div[contains(@class, 'jp-OutputArea-output')][1]").bounding_box()
+    right = min(area["x"] + area["width"], page.viewport_size["width"])
+    assert box["x"] >= area["x"] and box["x"] + box["width"] <= right + 1, (
+        f"{what} spans x = {box['x']:.0f}–{box['x'] + box['width']:.0f} px; the output area ends at "
+        f"{area['x'] + area['width']:.0f} px and the window at {page.viewport_size['width']} px")
+
+
+def test_notebook_04_shows_the_primary_endpoints_p_and_d_z_and_its_verdict(smoke_run, lab, browser):
     _, run, _ = smoke_run
-    notebook = parameterized_copy(name, run, lab.root)
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    notebook = parameterized_copy("04_delta_i_statistics.ipynb", run, lab.root)
+    page = browser.new_page(viewport=WINDOW)
     try:
         outputs = run_all_cells(page, lab, notebook)
-        assert outputs.locator(element).count() > 0, f"{name} rendered no <{element}> in its outputs"
+        playwright_api.expect(outputs.filter(has_text="The primary endpoint").first).to_be_visible()  # its verdict
+        primary = page.locator(".jp-CodeCell").filter(has_text="controlled_verdict(report)")  # section 2's cell
+        table = primary.locator(".jp-OutputArea-output table.cqa-key-view")
+        playwright_api.expect(table).to_have_count(1)
+        header = [h.strip() for h in table.locator("thead th").all_inner_texts()]
+        row = table.locator("tbody tr").first
+        for column in ("p_one_sided", "d_z"):
+            assert column in header, f"the primary row shows only {header}"
+            cell = row.locator("td").nth(header.index(column))
+            assert re.fullmatch(r"[+-]?\d[\d.e+-]*", cell.inner_text().strip()), f"{column} reads {cell.inner_text()!r}"
+            assert_on_screen(page, cell, f"the primary row's {column}")
+    finally:
+        page.close()
+
+
+def test_notebook_05_shows_each_figure_once(smoke_run, lab, browser):
+    _, run, _ = smoke_run
+    notebook = parameterized_copy("05_figures.ipynb", run, lab.root)
+    page = browser.new_page(viewport=WINDOW)
+    try:
+        run_all_cells(page, lab, notebook)
+        cells = page.locator(".jp-Notebook .jp-CodeCell")
+        images = [cells.nth(i).locator(".jp-OutputArea-output img").count() for i in range(cells.count())]
+        assert max(images) == 1, f"images per code cell: {images} (a figure drawn twice)"
+        assert sum(images) >= 10, f"images per code cell: {images}; figures (a)–(j) expected"  # (k): other models
+    finally:
+        page.close()
+
+
+def test_notebook_06_shows_the_mixed_models_warnings_as_text(lab, browser, tmp_path):
+    """Every warning the mixed model saved in its ``note`` column is visible under the table, in the window."""
+    import pandas as pd
+
+    out = tmp_path / "06_robustness"
+    notebook = parameterized_copy("06_robustness.ipynb", None, lab.root, {
+        "grid": GRID, "results_dir": str(tmp_path / "results"), "reference_dir": str(PROJECT_ROOT / "reference"),
+        "out_dir": str(out)})  # no sweep.json under results_dir: the published grid is read
+    page = browser.new_page(viewport=WINDOW)
+    try:
+        outputs = run_all_cells(page, lab, notebook)
+        notes = pd.read_csv(out / "mixed_model.csv")["note"].dropna().str.strip().unique()
+        assert len(notes) and all(notes), f"the published {GRID} grid's mixed model has no warning to show: {notes}"
+        for note in notes:
+            shown = outputs.locator(".cqa-note").filter(has_text=note).first
+            assert_on_screen(page, shown, f"the warning {note[:40]!r}…")
     finally:
         page.close()
 
@@ -198,11 +253,14 @@ def test_notebook_03s_explorer_is_a_live_widget_in_jupyterlab(smoke_run, lab, br
     """The explorer renders as ipywidgets (not the batch run's static figure) and redraws on a new choice."""
     _, run, _ = smoke_run
     notebook = parameterized_copy("03_logprob_extraction.ipynb", run, lab.root)
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page = browser.new_page(viewport=WINDOW)
     try:
         run_all_cells(page, lab, notebook)
         item = page.locator(".widget-dropdown select").first
         playwright_api.expect(item).to_be_visible(timeout=60_000)
+        labels = page.locator(".widget-toggle-buttons button, .widget-label")
+        cut = [b.inner_text() for b in labels.all() if b.evaluate("b => b.scrollWidth > b.clientWidth + 1")]
+        assert not cut, f"the explorer's labels cut short at {WINDOW['width']} px: {cut}"
         view = page.locator(".widget-output").last
         playwright_api.expect(view).to_contain_text("ΔI = log P(x|y) − log P(x)", timeout=60_000)
         before = view.inner_text()

@@ -34,6 +34,19 @@ def test_batch_runs_get_the_static_figure_and_the_items_delta_i(run_files, capsy
     assert f"Δ(ΔI) = {rows[2] - rows[0]:+.2f} nats" in printed
 
 
+def test_the_sentence_names_the_quantity_the_figure_sums_beside_delta_delta_i(run_files):
+    """The figure's panel says "Σ change = …" of log P(x|y) (or log P(x)); the sentence gives that number
+    under that name and shows how it and the other condition's change make Δ(ΔI)."""
+    scores, tokens = explorer.load_token_data(run_files)
+    rows = scores[(scores.item_id == "lit-01") & (scores.variant == "x")].set_index("epoch")
+    cond, uncond = (rows.loc[2, c] - rows.loc[0, c] for c in ("logp_cond", "logp_uncond"))
+    for condition, shown, summed in (("cond", "log P(x | y)", cond), ("uncond", "log P(x)", uncond)):
+        second = explorer.delta_i_summary(scores, "lit-01", 2, condition).splitlines()[1]
+        assert second.startswith(f"Δ(ΔI) = change in log P(x|y) {cond:+.2f} − change in log P(x) {uncond:+.2f} ")
+        assert f"the figure colours each token's change in {shown}: its Σ change is {summed:+.2f} nats" in second
+    assert f"{cond - uncond:+.2f}" == f"{rows.loc[2, 'delta_i'] - rows.loc[0, 'delta_i']:+.2f}"
+
+
 def test_in_jupyterlab_the_explorer_is_a_widget_over_every_item_checkpoint_and_condition(run_files, monkeypatch):
     import ipywidgets as widgets
 
@@ -45,6 +58,9 @@ def test_in_jupyterlab_the_explorer_is_a_widget_over_every_item_checkpoint_and_c
     assert [value for _, value in item.options] == ["lit-01", "lit-02", "lit-03", "fac-01", "fac-02", "fac-03"]
     assert [value for _, value in checkpoint.options] == [1, 2] and checkpoint.value == 2
     assert [value for _, value in condition.options] == ["cond", "uncond"]
+    # labels are never cut: buttons as wide as their text, descriptions as wide as theirs
+    assert condition.style.button_width == "auto"
+    assert {w.style.description_width for w in (item, checkpoint, condition)} == {"initial"}
     shown = []
     draw = explorer.token_view
     monkeypatch.setattr(explorer, "token_view", lambda *args: shown.append(args[2:]) or draw(*args))
