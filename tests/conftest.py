@@ -118,3 +118,61 @@ def assert_within(actual, expected, bound: float, what: str) -> None:
     worst = int(np.argmax(gaps))
     assert gaps[worst] <= bound, (f"{what}: element {worst} is {actual[worst]:.9g} against {expected[worst]:.9g}, "
                                   f"{gaps[worst]:.3g} apart; the bound is {bound:.3g}")
+
+
+# How far two equally exact fp32 computations of the same log-probs may land apart depends on the CPU (its GEMM
+# kernels block and sum in shape-dependent orders: AVX2, AVX-512 and AMX differ), so no constant holds everywhere:
+# fp32_floor measures it on the machine at hand. A comparison of two computations that each reorder like that
+# allows REORDERINGS times the floor (the scorer, say, changes the body's batch shape and runs the output head only
+# where the continuation is), and a floor of exactly 0 (kernels that ignore the shape) still allows ULPS units in
+# the last place of the values compared.
+REORDERINGS = 2
+ULPS = 4
+
+
+def naive_batch_logprobs(model, tokenizer, requests, start_token="<|endoftext|>"):
+    """The naive reference for requests in one right-padded batch: full logits, full log-softmax, no cache.
+
+    Returns:
+        one array per request, in order: its continuation tokens' log-probs (nats).
+    """
+    import numpy as np
+    import torch
+
+    from cqa_utils.scoring import split_boundary
+
+    start = tokenizer.convert_tokens_to_ids(start_token)
+    pairs = []
+    for request in requests:
+        prefix, cont = split_boundary(request.prefix, request.continuation)
+        pairs.append(([start] + tokenizer(prefix, add_special_tokens=False).input_ids,
+                      tokenizer(cont, add_special_tokens=False).input_ids))
+    width = max(len(ctx) + len(tgt) for ctx, tgt in pairs)
+    ids = torch.zeros(len(pairs), width, dtype=torch.long)
+    mask = torch.zeros(len(pairs), width, dtype=torch.long)
+    for row, (ctx, tgt) in enumerate(pairs):
+        ids[row, :len(ctx) + len(tgt)] = torch.tensor(ctx + tgt)
+        mask[row, :len(ctx) + len(tgt)] = 1
+    with torch.no_grad():
+        logp = torch.log_softmax(model(ids, attention_mask=mask).logits.float(), dim=-1)  # [batch, seq, vocab]
+    return [np.array([logp[row, len(ctx) - 1 + i, t].item() for i, t in enumerate(tgt)])
+            for row, (ctx, tgt) in enumerate(pairs)]
+
+
+def fp32_floor(model, tokenizer, requests, start_token="<|endoftext|>") -> tuple[float, float]:
+    """(per-token, summed) fp32 floor in nats on this CPU: the widest gap among exact computations of the same
+    log-probs (each request alone; right-padded beside all the others, in both orders; beside one other), or
+    ULPS units in the last place of the values where they all agree."""
+    import numpy as np
+
+    n = len(requests)
+    others = [requests[(i + 1) % n] for i in range(n)]
+    ways = [[naive_batch_logprobs(model, tokenizer, [r], start_token)[0] for r in requests],
+            naive_batch_logprobs(model, tokenizer, requests, start_token),
+            naive_batch_logprobs(model, tokenizer, requests[::-1], start_token)[::-1],
+            [naive_batch_logprobs(model, tokenizer, [r, o], start_token)[0] for r, o in zip(requests, others)]]
+    token = max(np.abs(a[i] - b[i]).max() for a in ways for b in ways for i in range(n))
+    summed = max(abs(a[i].sum() - b[i].sum()) for a in ways for b in ways for i in range(n))
+    token_ulp = ULPS * np.spacing(np.float32(max(np.abs(v).max() for v in ways[0])))
+    sum_ulp = ULPS * np.spacing(np.float32(max(abs(v.sum()) for v in ways[0])))
+    return float(max(token, token_ulp)), float(max(summed, sum_ulp))

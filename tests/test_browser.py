@@ -11,6 +11,7 @@ playwright (the dev extra); where either is missing the tests are skipped with t
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -182,6 +183,17 @@ def run_all_cells(page, lab: Lab, notebook: Path):
     return page.locator(".jp-OutputArea-output")
 
 
+@contextlib.contextmanager
+def notebook_page(browser, lab: Lab, notebook: Path):
+    """A page at the test window's size with every cell of ``notebook`` run (:func:`run_all_cells`):
+    yields (page, output areas); the page is closed afterwards."""
+    page = browser.new_page(viewport=WINDOW)
+    try:
+        yield page, run_all_cells(page, lab, notebook)
+    finally:
+        page.close()
+
+
 def assert_on_screen(page, element, what: str) -> None:
     """``element`` is drawn inside its output area and the window, not past the area's right edge (where a wide
     table is cut and scrolls) nor past the window's."""
@@ -197,9 +209,7 @@ def assert_on_screen(page, element, what: str) -> None:
 def test_notebook_04_shows_the_primary_endpoints_p_and_d_z_and_its_verdict(smoke_run, lab, browser):
     _, run, _ = smoke_run
     notebook = parameterized_copy("04_delta_i_statistics.ipynb", run, lab.root)
-    page = browser.new_page(viewport=WINDOW)
-    try:
-        outputs = run_all_cells(page, lab, notebook)
+    with notebook_page(browser, lab, notebook) as (page, outputs):
         playwright_api.expect(outputs.filter(has_text="The primary endpoint").first).to_be_visible()  # its verdict
         primary = page.locator(".jp-CodeCell").filter(has_text="controlled_verdict(report)")  # section 2's cell
         table = primary.locator(".jp-OutputArea-output table.cqa-key-view")
@@ -211,22 +221,16 @@ def test_notebook_04_shows_the_primary_endpoints_p_and_d_z_and_its_verdict(smoke
             cell = row.locator("td").nth(header.index(column))
             assert re.fullmatch(r"[+-]?\d[\d.e+-]*", cell.inner_text().strip()), f"{column} reads {cell.inner_text()!r}"
             assert_on_screen(page, cell, f"the primary row's {column}")
-    finally:
-        page.close()
 
 
 def test_notebook_05_shows_each_figure_once(smoke_run, lab, browser):
     _, run, _ = smoke_run
     notebook = parameterized_copy("05_figures.ipynb", run, lab.root)
-    page = browser.new_page(viewport=WINDOW)
-    try:
-        run_all_cells(page, lab, notebook)
+    with notebook_page(browser, lab, notebook) as (page, _):
         cells = page.locator(".jp-Notebook .jp-CodeCell")
         images = [cells.nth(i).locator(".jp-OutputArea-output img").count() for i in range(cells.count())]
         assert max(images) == 1, f"images per code cell: {images} (a figure drawn twice)"
         assert sum(images) >= 10, f"images per code cell: {images}; figures (a)–(j) expected"  # (k): other models
-    finally:
-        page.close()
 
 
 def test_notebook_06_shows_the_mixed_models_warnings_as_text(lab, browser, tmp_path):
@@ -237,25 +241,19 @@ def test_notebook_06_shows_the_mixed_models_warnings_as_text(lab, browser, tmp_p
     notebook = parameterized_copy("06_robustness.ipynb", None, lab.root, {
         "grid": GRID, "results_dir": str(tmp_path / "results"), "reference_dir": str(PROJECT_ROOT / "reference"),
         "out_dir": str(out)})  # no sweep.json under results_dir: the published grid is read
-    page = browser.new_page(viewport=WINDOW)
-    try:
-        outputs = run_all_cells(page, lab, notebook)
+    with notebook_page(browser, lab, notebook) as (page, outputs):
         notes = pd.read_csv(out / "mixed_model.csv")["note"].dropna().str.strip().unique()
         assert len(notes) and all(notes), f"the published {GRID} grid's mixed model has no warning to show: {notes}"
         for note in notes:
             shown = outputs.locator(".cqa-note").filter(has_text=note).first
             assert_on_screen(page, shown, f"the warning {note[:40]!r}…")
-    finally:
-        page.close()
 
 
 def test_notebook_03s_explorer_is_a_live_widget_in_jupyterlab(smoke_run, lab, browser):
     """The explorer renders as ipywidgets (not the batch run's static figure) and redraws on a new choice."""
     _, run, _ = smoke_run
     notebook = parameterized_copy("03_logprob_extraction.ipynb", run, lab.root)
-    page = browser.new_page(viewport=WINDOW)
-    try:
-        run_all_cells(page, lab, notebook)
+    with notebook_page(browser, lab, notebook) as (page, _):
         item = page.locator(".widget-dropdown select").first
         playwright_api.expect(item).to_be_visible(timeout=60_000)
         labels = page.locator(".widget-toggle-buttons button, .widget-label")
@@ -271,5 +269,3 @@ def test_notebook_03s_explorer_is_a_live_widget_in_jupyterlab(smoke_run, lab, br
         playwright_api.expect(view).to_contain_text(chosen.split()[0], timeout=60_000)
         # the sentence is printed before the figure is displayed: wait for the figure too
         playwright_api.expect(view.locator("img").first).to_be_visible(timeout=60_000)
-    finally:
-        page.close()

@@ -1,7 +1,7 @@
 """Bad input fails loudly and leaves nothing behind; reruns are deterministic."""
 import pandas as pd
 import pytest
-from conftest import annotation, base_only_config, benchmark_item, write_jsonl
+from conftest import REORDERINGS, annotation, assert_within, base_only_config, benchmark_item, fp32_floor, write_jsonl
 
 from cqa_utils.cli import main as cqa
 from cqa_utils.config import load_config
@@ -68,13 +68,14 @@ def test_delta_i_in_scores_csv_is_cond_minus_uncond_of_the_scored_strings(base_o
     pairs = [json.loads(line) for line in outputs["pairs"].read_text().splitlines()]
     rows = {p["condition"]: p for p in pairs if p["item_id"] == "lit-01" and p["variant"] == "x"}
     model, tokenizer = embedded
-    logp = {c: logprob_sum(score_requests(model, tokenizer, [ScoreRequest(c, r["prefix"], r["continuation"])],
-                                          start_token=cfg.model.start_token, progress=False)[0])
-            for c, r in rows.items()}
+    requests = [ScoreRequest(c, r["prefix"], r["continuation"]) for c, r in rows.items()]
+    logp = {q.key: logprob_sum(score_requests(model, tokenizer, [q], start_token=cfg.model.start_token,
+                                              progress=False)[0]) for q in requests}
+    bound = REORDERINGS * fp32_floor(model, tokenizer, requests, cfg.model.start_token)[1]  # stage 03 batched them
     row = scores.loc[("lit-01", "x")]
-    assert row["logp_cond"] == pytest.approx(logp["cond"], abs=5e-5)  # fp32 floor for other batch shapes
-    assert row["logp_uncond"] == pytest.approx(logp["uncond"], abs=5e-5)
-    assert row["delta_i"] == pytest.approx(logp["cond"] - logp["uncond"], abs=1e-4)
+    assert_within(row["logp_cond"], logp["cond"], bound, "lit-01 logp_cond, batched vs alone (nats)")
+    assert_within(row["logp_uncond"], logp["uncond"], bound, "lit-01 logp_uncond, batched vs alone (nats)")
+    assert_within(row["delta_i"], logp["cond"] - logp["uncond"], 2 * bound, "lit-01 ΔI (two sums, nats)")
     assert abs(row["delta_i"]) > 1e-3  # the constraint block changes the score, so a swap would show
 
 
@@ -90,15 +91,17 @@ def test_delta_i_specific_equals_a_hand_computation_for_two_items(base_only, emb
     pairs = [json.loads(line) for line in outputs["pairs"].read_text().splitlines()]
     model, tokenizer = embedded
     for item in ("lit-01", "fac-03"):
-        rows = [p for p in pairs if p["item_id"] == item and p["variant"] == "x"]
-        logp = {p["condition"]: logprob_sum(score_requests(model, tokenizer, [ScoreRequest("k", p["prefix"], p["continuation"])],
-                                                          start_token=cfg.model.start_token, progress=False)[0])
-                for p in rows}
+        requests = [ScoreRequest(p["condition"], p["prefix"], p["continuation"])
+                    for p in pairs if p["item_id"] == item and p["variant"] == "x"]
+        logp = {q.key: logprob_sum(score_requests(model, tokenizer, [q], start_token=cfg.model.start_token,
+                                                  progress=False)[0]) for q in requests}
+        bound = 2 * REORDERINGS * fp32_floor(model, tokenizer, requests, cfg.model.start_token)[1]  # two terms
         mismatched = [v for c, v in logp.items() if c.startswith("mismatch:")]
         assert len(mismatched) == 1  # two items per group: the one other item
         expected = logp["cond"] - sum(mismatched) / len(mismatched)
-        assert scores.loc[(item, "x"), "delta_i_specific"] == pytest.approx(expected, abs=1e-4)
-        assert scores.loc[(item, "x"), "delta_i_reality"] == pytest.approx(logp["slot:reality"] - logp["uncond"], abs=1e-4)
+        assert_within(scores.loc[(item, "x"), "delta_i_specific"], expected, bound, f"{item} specific ΔI (nats)")
+        assert_within(scores.loc[(item, "x"), "delta_i_reality"], logp["slot:reality"] - logp["uncond"], bound,
+                      f"{item} reality ΔI (nats)")
 
 
 def test_cli_score_writes_the_same_files_for_any_benchmark(base_only, tmp_path):
@@ -113,7 +116,7 @@ def test_cli_score_writes_the_same_files_for_any_benchmark(base_only, tmp_path):
     assert environment["benchmark"] == overrides["data.benchmark"] and environment["cpu_capability"]
     assert load_config((out / "config.yaml").as_posix()).to_dict() == load_config("smoke").to_dict()  # as resolved
     reference = pd.read_csv(run_logprobs(cfg)["scores"])
-    pd.testing.assert_frame_equal(scores, reference, check_exact=False, atol=1e-4, rtol=0)
+    pd.testing.assert_frame_equal(scores, reference, check_exact=True)  # one code path, the same batches: bitwise
 
 
 def test_cqa_run_exits_non_zero_when_a_notebook_fails(tmp_path, capsys):

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import assert_within
+from conftest import REORDERINGS, assert_within, fp32_floor, naive_batch_logprobs
 
 from cqa_utils.scoring import ScoreRequest, encode_request, score_requests, split_boundary, start_token_id
 
@@ -14,44 +14,11 @@ REQUESTS = [
     ScoreRequest("d", "Answer: ", "forty-two"),
     ScoreRequest("e", "### Passage\n", "Short."),
 ]
-# How far two equally exact fp32 computations of the same log-probs may land apart depends on the CPU (its GEMM
-# kernels block and sum in shape-dependent orders: AVX2, AVX-512 and AMX differ), so no constant holds everywhere.
-# The floor is measured here, in the same session, as the widest gap among exact variants of the naive reference
-# (alone; right-padded beside every other request, in both orders; right-padded beside one other request). The
-# scorer differs from the naive call by two such reorderings at once (the body's batch shape, and the head run only
-# where the continuation is), each moving a value by about the floor, so it must land within twice the floor. A
-# floor of exactly 0 (a CPU whose kernels ignore the shape) still allows a few units in the last place.
-ULPS = 4
-REORDERINGS = 2
 
 
 def naive_logprobs(model, tokenizer, request, start_token="<|endoftext|>"):
     """Independent reference: one unpadded sequence, full log-softmax, no batching."""
     return naive_batch_logprobs(model, tokenizer, [request], start_token)[0]
-
-
-def naive_batch_logprobs(model, tokenizer, requests, start_token="<|endoftext|>"):
-    """The naive reference for several requests in one right-padded batch: full logits, full log-softmax.
-
-    Returns:
-        one array per request, in order: its continuation tokens' log-probs (nats).
-    """
-    start = tokenizer.convert_tokens_to_ids(start_token)
-    pairs = []
-    for request in requests:
-        prefix, cont = split_boundary(request.prefix, request.continuation)
-        pairs.append(([start] + tokenizer(prefix, add_special_tokens=False).input_ids,
-                      tokenizer(cont, add_special_tokens=False).input_ids))
-    width = max(len(ctx) + len(tgt) for ctx, tgt in pairs)
-    ids = torch.zeros(len(pairs), width, dtype=torch.long)
-    mask = torch.zeros(len(pairs), width, dtype=torch.long)
-    for row, (ctx, tgt) in enumerate(pairs):
-        ids[row, :len(ctx) + len(tgt)] = torch.tensor(ctx + tgt)
-        mask[row, :len(ctx) + len(tgt)] = 1
-    with torch.no_grad():
-        logp = torch.log_softmax(model(ids, attention_mask=mask).logits.float(), dim=-1)  # [batch, seq, vocab]
-    return [np.array([logp[row, len(ctx) - 1 + i, t].item() for i, t in enumerate(tgt)])
-            for row, (ctx, tgt) in enumerate(pairs)]
 
 
 @pytest.fixture(scope="module")
@@ -61,20 +28,10 @@ def reference(embedded):
 
 
 @pytest.fixture(scope="module")
-def bounds(embedded, reference):
-    """(per-token, summed) bound in nats: REORDERINGS × the fp32 floor measured on this CPU."""
-    model, tokenizer = embedded
-    n = len(REQUESTS)
-    ways = [[reference[r.key] for r in REQUESTS],
-            naive_batch_logprobs(model, tokenizer, REQUESTS),
-            naive_batch_logprobs(model, tokenizer, REQUESTS[::-1])[::-1],
-            [naive_batch_logprobs(model, tokenizer, [r, REQUESTS[(i + 1) % n]])[0] for i, r in enumerate(REQUESTS)]]
-    token_floor = max(np.abs(a[i] - b[i]).max() for a in ways for b in ways for i in range(n))
-    sum_floor = max(abs(a[i].sum() - b[i].sum()) for a in ways for b in ways for i in range(n))
-    token_ulp = ULPS * np.spacing(np.float32(max(np.abs(v).max() for v in reference.values())))
-    sum_ulp = ULPS * np.spacing(np.float32(max(abs(v.sum()) for v in reference.values())))
-    token_bound = REORDERINGS * max(token_floor, token_ulp)
-    return token_bound, max(REORDERINGS * max(sum_floor, sum_ulp), token_bound)
+def bounds(embedded):
+    """(per-token, summed) bound in nats: REORDERINGS × the fp32 floor measured on this CPU (conftest)."""
+    token, summed = fp32_floor(*embedded, REQUESTS)
+    return REORDERINGS * token, REORDERINGS * max(summed, token)
 
 
 def assert_scores_within(results, reference, bounds, label):
