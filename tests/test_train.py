@@ -101,8 +101,10 @@ def test_training_progress_is_a_few_lines_with_epoch_step_loss_and_time_left(cap
         lines.on_log(None, state, None, logs={"loss": 3.0 - step / 10})
     lines.on_train_end(None, state, None)
     out = capsys.readouterr().err.splitlines()
-    assert len(out) == 10
-    assert out[0].startswith("training: 2/20 step (10 %) · ") and "left · epoch 1/2 · loss 2.900" in out[0]
+    assert out[0] == "training: 20 optimizer steps over 2 epochs"  # before the first step, which may take minutes
+    assert out[1].startswith("training: 1/20 step (5 %) · ")  # right after the first optimizer step
+    assert len(out) == 12  # then one per tenth (2, 4, …, 18) and the last
+    assert out[2].startswith("training: 2/20 step (10 %) · ") and "left · epoch 1/2 · loss 2.900" in out[2]
     assert out[-1].startswith("training: 20/20 step in ") and out[-1].endswith("epoch 2/2 · loss 1.100")
 
 
