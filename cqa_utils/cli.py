@@ -201,8 +201,9 @@ def _dispatch(args) -> int:
     elif args.command == "report" and args.to_run:
         from .report import report_into_run
 
-        print(f"the README and figures of run {args.run_name or args.config} (the project's README.md and figures/ "
-              f"keep the published reference): {report_into_run(_resolve(args))}")
+        cfg = _resolve(args)
+        print(f"the README and figures of run {cfg.run.name} (the project's README.md and figures/ "
+              f"keep the published reference): {report_into_run(cfg)}")
     elif args.command == "report":
         from .grid_report import publish_grid
         from .report import publish

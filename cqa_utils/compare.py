@@ -118,7 +118,8 @@ def compare_runs(run: Path, published: Path) -> dict:
     """Everything ``cqa compare`` shows: spread, per-item Δ(ΔI) of the primary endpoint, verdicts.
 
     Returns:
-        {"run", "published", "kind", "epoch", "spread", "items", "scores", "verdicts"}: frames and paths.
+        {"run", "published", "kind", "epoch", "spread", "items", "scores", "reports", "verdicts"}: frames, paths
+        and each side's stats report (None for a ``cqa score`` folder).
     """
     (mine, mine_report), (theirs, theirs_report) = read_run(run), read_run(published)
     if mine_report is None:  # a `cqa score` folder: the published run's scores at the epochs it scored
@@ -132,6 +133,7 @@ def compare_runs(run: Path, published: Path) -> dict:
         columns=["group", "item_id", "run", "published", "difference"])
     return {"run": Path(run), "published": Path(published), "kind": kind, "epoch": epoch,
             "spread": spread(scores), "items": items, "scores": scores,
+            "reports": {"run": mine_report, "published": theirs_report},
             "verdicts": verdicts(mine_report, theirs_report)}
 
 
@@ -181,8 +183,8 @@ def machine(run: Path) -> dict:
 
 def record_reproduction(result: dict, name: str, dest: Path = REPRODUCTIONS) -> Path:
     """``<dest>/<name>.json``: one reproduction's machines, spread, primary endpoint and verdicts, compact."""
-    primary = {side: json.loads((result[side] / STATS).read_text(encoding="utf-8"))["primary"]["row"]
-               if (result[side] / STATS).is_file() else {} for side in ("run", "published")}
+    primary = {side: ((report or {}).get("primary") or {}).get("row") or {}
+               for side, report in result["reports"].items()}
     items = result["items"]["difference"]
     record = {"name": name, "published": result["published"].name, "kind": result["kind"], "epoch": result["epoch"],
               "machines": {"run": machine(result["run"]), "published": machine(result["published"])},

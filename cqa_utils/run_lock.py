@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from .runs import REFERENCE_DIR, is_rank_zero, run_dir
+from .runs import is_published, is_rank_zero, run_dir
 
 LOCK_NAME = ".lock"
 PARENT_ENV = "CQA_RUN_LOCK_PARENT"  # pid of a `cqa run` holding the lock for the kernels it starts
@@ -86,7 +86,7 @@ def _acquire(path: Path, what: str) -> None:
 def run_lock(run_path: Path, what: str) -> Iterator[None]:
     """Hold ``<run_path>/.lock`` for the block (no-op on ranks > 0 of a multi-process job)."""
     path = (Path(run_path) / LOCK_NAME).resolve()
-    if not is_rank_zero() or REFERENCE_DIR.resolve() in path.parents:  # published runs are never written: no lock
+    if not is_rank_zero() or is_published(path):  # published runs are never written: no lock
         yield
         return
     if str(_holder(path).get("pid")) == os.environ.get(PARENT_ENV):

@@ -52,13 +52,19 @@ def inside(base: Path, relative: str | Path) -> Path:
     return target
 
 
+def is_published(path: Path) -> bool:
+    """Whether ``path`` lies inside the published runs (``reference/``, or is that folder)."""
+    path, root = Path(path).resolve(), REFERENCE_DIR.resolve()
+    return path == root or root in path.parents
+
+
 def refuse_published(path: Path, what: str) -> None:
     """Refuse to write ``what`` at ``path`` inside the published runs (``reference/``): a stage or notebook that
     wrote there would change a published result behind its MANIFEST. The error says how to recompute instead."""
-    path, root = Path(path).resolve(), REFERENCE_DIR.resolve()
-    if path != root and root not in path.parents:
+    if not is_published(path):
         return
-    parts = path.relative_to(root).parts
+    path = Path(path).resolve()
+    parts = path.relative_to(REFERENCE_DIR.resolve()).parts
     if parts[:1] == ("sweeps",):
         fix = ("leave results_dir at 'results': the published grid is read from reference/sweeps/ and notebook 06 "
                "writes to results/sweeps/<grid>/06_robustness/")
